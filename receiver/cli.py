@@ -1,0 +1,277 @@
+"""``bighub-siem`` (and ``python -m receiver``): serve, check-config, send-test, dead-letters.
+
+Exit codes: 0 success, 1 the command ran and found a failure, 2 bad usage or config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from receiver import signatures
+from receiver.errors import ConfigError, StoreError
+from receiver.settings import Settings, load_settings, resolve_secret
+
+__all__ = ["main"]
+
+CONFIG_ENV = "BIGHUB_SIEM_CONFIG"
+
+
+def _settings(path: str | None) -> Settings:
+    chosen = path or os.environ.get(CONFIG_ENV)
+    return load_settings(Path(chosen) if chosen else None)
+
+
+# -- serve --------------------------------------------------------------------------
+
+
+class _Server(uvicorn.Server):
+    # Two servers share one process; serve() installs the signal handlers once for both.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _serve(settings: Settings) -> int:
+    from receiver.admin import create_admin_app
+    from receiver.app import create_app
+    from receiver.service import Service
+
+    service = Service(settings)
+    try:
+        await service.start()
+    except StoreError as exc:
+        print(f"bighub-siem: cannot open the store: {exc}", file=sys.stderr)
+        return 1
+    servers = [
+        _Server(
+            uvicorn.Config(
+                create_app(service, manage_service=False),
+                host=settings.ingress.host,
+                port=settings.ingress.port,
+                lifespan="off",
+                log_config=None,
+                access_log=False,
+                server_header=False,
+                timeout_graceful_shutdown=10,
+            )
+        )
+    ]
+    if settings.admin.enabled:
+        servers.append(
+            _Server(
+                uvicorn.Config(
+                    create_admin_app(service),
+                    host=settings.admin.host,
+                    port=settings.admin.port,
+                    lifespan="off",
+                    log_config=None,
+                    access_log=False,
+                    server_header=False,
+                )
+            )
+        )
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        for s in servers:
+            s.should_exit = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
+    try:
+        await asyncio.gather(*(s.serve() for s in servers))
+    finally:
+        # Listeners are closed first, so nothing new arrives while sinks drain.
+        stop()
+        await service.stop()
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from receiver.log import configure_logging
+
+    settings = _settings(args.config)
+    configure_logging(settings.log)
+    return asyncio.run(_serve(settings))
+
+
+# -- check-config ---------------------------------------------------------------------
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = _settings(args.config)
+    names = ", ".join(f"{s.name} ({s.type})" for s in settings.sinks)
+    print(
+        f"config ok: ingress {settings.ingress.host}:{settings.ingress.port}"
+        f"{settings.ingress.path}, store {settings.store.url.split(':', 1)[0]}, sinks: {names}"
+    )
+    return 0
+
+
+# -- send-test --------------------------------------------------------------------------
+
+
+def sample_events(kind: str, count: int) -> list[dict[str, Any]]:
+    """Sample BIGHUB-like events for ``send-test`` (fresh ids each call)."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    makers = {
+        "decision": lambda: {
+            "event_type": "decision_event.created",
+            "decision": "blocked",
+            "risk_score": 0.91,
+            "actor": "agent:refund-bot",
+            "domain": "payments",
+            "action": {"tool": "refund_payment", "amount": 1250, "currency": "EUR"},
+            "rule_id": "rule_refund_limit",
+        },
+        "rule": lambda: {
+            "event_type": "rule.patch_applied",
+            "rule_id": "rule_refund_limit",
+            "actor": "user:secops@example.com",
+            "patch": {"max_amount": 1000},
+        },
+        "approval": lambda: {
+            "event_type": "approval.created",
+            "approval_id": f"apr_{uuid.uuid4().hex[:10]}",
+            "actor": "agent:pricing-bot",
+            "domain": "pricing",
+            "reason": "price change above 20%",
+        },
+    }
+    kinds = list(makers) if kind == "all" else [kind]
+    out = []
+    for i in range(count):
+        event = makers[kinds[i % len(kinds)]]()
+        out.append({"event_id": f"evt_{uuid.uuid4().hex}", "created_at": now, **event})
+    return out
+
+
+def cmd_send_test(args: argparse.Namespace) -> int:
+    if args.secret:
+        try:
+            secret = resolve_secret(args.secret)
+        except ValueError as exc:
+            print(f"bighub-siem: --secret: {exc}", file=sys.stderr)
+            return 2
+        key = secret.get_secret_value() if hasattr(secret, "get_secret_value") else str(secret)
+    else:
+        key = _settings(args.config).ingress.secrets[0].get_secret_value()
+    failures = 0
+    with httpx.Client(timeout=args.timeout) as client:
+        for event in sample_events(args.type, args.count):
+            body = json.dumps(event, separators=(",", ":")).encode()
+            ts = int(time.time())
+            headers = {
+                "Content-Type": "application/json",
+                "X-BIGHUB-Timestamp": str(ts),
+                "X-BIGHUB-Signature": signatures.signature_header(key, ts, body),
+                "X-BIGHUB-Delivery-Id": f"dlv_{uuid.uuid4().hex[:12]}",
+            }
+            try:
+                resp = client.post(args.url, content=body, headers=headers)
+            except httpx.HTTPError as exc:
+                print(f"{event['event_type']:<24} {event['event_id']}  error: {exc}")
+                failures += 1
+                continue
+            ok = 200 <= resp.status_code < 300
+            failures += not ok
+            print(f"{event['event_type']:<24} {event['event_id']}  {resp.status_code} {resp.text}")
+    return 1 if failures else 0
+
+
+# -- dead-letters ------------------------------------------------------------------------
+
+
+async def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
+    from receiver.store import create_store
+
+    store = create_store(settings.store)
+    await store.open()
+    try:
+        if args.action == "list":
+            rows = await store.dead_letters(sink=args.sink, limit=args.limit)
+            if not rows:
+                print("no dead letters")
+            for r in rows:
+                when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r.dead_at))
+                print(f"{r.outbox_id:>8}  {r.sink:<16} {r.event_type:<28} {r.event_id:<40} "
+                      f"attempts={r.attempts} dead_at={when}  {r.error}")
+            return 0
+        if not args.all and not args.id:
+            print("bighub-siem: give --id N (repeatable) or --all", file=sys.stderr)
+            return 2
+        ids = None if args.all else args.id
+        if args.action == "retry":
+            n = await store.requeue_dead(sink=args.sink, ids=ids, now=time.time())
+            print(f"requeued {n} dead letter(s)")
+        else:
+            n = await store.purge_dead(sink=args.sink, ids=ids)
+            print(f"purged {n} dead letter(s)")
+        return 0
+    finally:
+        await store.close()
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    return asyncio.run(_dead_letters(_settings(args.config), args))
+
+
+# -- entry point ---------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bighub-siem", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--config", help=f"TOML file (default: ${CONFIG_ENV})")
+        return sp
+
+    with_config(sub.add_parser("serve", help="run ingress, dispatchers and admin")).set_defaults(
+        func=cmd_serve
+    )
+    with_config(sub.add_parser("check-config", help="validate the configuration")).set_defaults(
+        func=cmd_check_config
+    )
+    st = with_config(sub.add_parser("send-test", help="sign and send sample events"))
+    st.add_argument("--url", default="http://127.0.0.1:8080/webhooks/bighub")
+    st.add_argument("--secret", help="env:NAME or file:PATH (default: first secret in --config)")
+    st.add_argument("--type", choices=["decision", "rule", "approval", "all"], default="all")
+    st.add_argument("--count", type=int, default=3)
+    st.add_argument("--timeout", type=float, default=10.0)
+    st.set_defaults(func=cmd_send_test)
+    dl = with_config(sub.add_parser("dead-letters", help="list, retry or purge dead letters"))
+    dl.add_argument("action", choices=["list", "retry", "purge"])
+    dl.add_argument("--sink")
+    dl.add_argument("--id", type=int, action="append")
+    dl.add_argument("--all", action="store_true")
+    dl.add_argument("--limit", type=int, default=100)
+    dl.set_defaults(func=cmd_dead_letters)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print("bighub-siem: configuration is invalid:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,139 @@
+"""Raw verified body -> ``Envelope``: id, type, category and times.
+
+BIGHUB's envelope schema is not published, so this is tolerant about where the
+id, type and time live, and strict about what it will pass on to sinks (ids and
+types end up in Kafka keys, topic names and S3 paths).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from receiver.errors import EnvelopeError
+
+__all__ = ["Envelope", "category_of", "parse_envelope"]
+
+_EVENT_TYPE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+_MAX_ID = 256
+_CATEGORIES = {"decision_event": "decision", "rule": "rule", "approval": "approval"}
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What the receiver learned from one verified delivery."""
+
+    event_id: str
+    id_origin: str
+    event_type: str
+    category: str
+    occurred_at: str | None
+    delivery_id: str | None
+
+
+def category_of(event_type: str) -> str:
+    """``decision_event.*`` -> decision, ``rule.*`` -> rule, ``approval.*`` -> approval."""
+    return _CATEGORIES.get(event_type.split(".", 1)[0], "other")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _load_object(body: bytes) -> dict[str, Any]:
+    try:
+        text = body.decode("utf-8")
+        value = json.loads(text, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise EnvelopeError("invalid_json", "body is not UTF-8 JSON") from None
+    if not isinstance(value, dict):
+        raise EnvelopeError("invalid_envelope", "body is not a JSON object")
+    return value
+
+
+def _clean_id(value: object) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None
+    text = str(value).strip()
+    if not text or len(text) > _MAX_ID or not text.isprintable():
+        return None
+    return text
+
+
+def _time(value: object) -> str | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        seconds = value / 1000 if abs(value) > 1e11 else value  # epoch milliseconds
+        try:
+            moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            return None
+    elif isinstance(value, str) and 0 < len(value) <= 64:
+        try:
+            moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+    else:
+        return None
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def parse_envelope(body: bytes, headers: Mapping[str, str], names: Mapping[str, str]) -> Envelope:
+    """Read the envelope of a verified body.
+
+    Args:
+        body: raw bytes, already verified.
+        headers: request headers (case-insensitive mapping).
+        names: header names for ``event_id``, ``event_type``, ``delivery_id``.
+
+    Raises:
+        EnvelopeError: not a JSON object, no usable event type, or an unusable id.
+    """
+    obj = _load_object(body)
+    event_type_raw = obj.get("event_type", obj.get("type", headers.get(names["event_type"])))
+    if not isinstance(event_type_raw, str) or not _EVENT_TYPE.fullmatch(event_type_raw):
+        raise EnvelopeError(
+            "invalid_event_type",
+            "no event type (event_type, type or header), or it has characters outside "
+            "letters, digits and _ . : -, or is over 128 long",
+        )
+    event_id, origin = None, "sha256"
+    for origin_name, raw in (
+        ("body.event_id", obj.get("event_id")),
+        ("body.id", obj.get("id")),
+        ("header", headers.get(names["event_id"])),
+    ):
+        if raw is not None:
+            event_id = _clean_id(raw)
+            if event_id is None:
+                raise EnvelopeError(
+                    "invalid_event_id", f"{origin_name} is not a printable id of 1-{_MAX_ID} chars"
+                )
+            origin = origin_name
+            break
+    if event_id is None:
+        event_id = hashlib.sha256(body).hexdigest()
+    occurred = None
+    for key in ("created_at", "timestamp", "occurred_at"):
+        if key in obj:
+            occurred = _time(obj[key])
+            if occurred is not None:
+                break
+    delivery = _clean_id(headers.get(names["delivery_id"]))
+    return Envelope(
+        event_id=event_id,
+        id_origin=origin,
+        event_type=event_type_raw,
+        category=category_of(event_type_raw),
+        occurred_at=occurred,
+        delivery_id=delivery,
+    )

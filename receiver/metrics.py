@@ -1,0 +1,85 @@
+"""Prometheus metrics, one registry per running service (no global state)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+__all__ = ["Metrics"]
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class _SnapshotCollector(Collector):
+    """Serves gauges from the last store snapshot (refreshed by the service)."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, int] = {}
+        self.dead: dict[str, int] = {}
+        self.oldest_age: dict[str, float] = {}
+        self.spool_bytes = 0
+        self.spool_events = 0
+        self.sink_up: dict[str, bool] = {}
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        def per_sink(name: str, doc: str, values: dict[str, float] | dict[str, int]) -> GaugeMetricFamily:
+            fam = GaugeMetricFamily(name, doc, labels=["sink"])
+            for sink, value in sorted(values.items()):
+                fam.add_metric([sink], float(value))
+            return fam
+
+        yield per_sink("bighub_siem_sink_pending", "Outbox rows waiting per sink.", self.pending)
+        yield per_sink("bighub_siem_sink_dead", "Dead letters per sink.", self.dead)
+        yield per_sink(
+            "bighub_siem_sink_oldest_pending_age_seconds",
+            "Age of the oldest pending event per sink.",
+            self.oldest_age,
+        )
+        yield per_sink(
+            "bighub_siem_sink_up",
+            "1 when the sink's last send or health check succeeded.",
+            {k: int(v) for k, v in self.sink_up.items()},
+        )
+        yield GaugeMetricFamily(
+            "bighub_siem_spool_bytes", "Undelivered body bytes held.", value=self.spool_bytes
+        )
+        yield GaugeMetricFamily(
+            "bighub_siem_spool_events", "Undelivered events held.", value=self.spool_events
+        )
+
+
+class Metrics:
+    """Every metric the receiver exports."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.received = Counter("bighub_siem_requests", "Webhook requests received.", registry=r)
+        self.accepted = Counter("bighub_siem_events_accepted", "New events stored.", registry=r)
+        self.duplicates = Counter("bighub_siem_events_duplicate", "Events already held.", registry=r)
+        self.rejected = Counter(
+            "bighub_siem_requests_rejected", "Requests refused, by reason.", ["reason"], registry=r
+        )
+        self.ingest_latency = Histogram(
+            "bighub_siem_ingest_seconds",
+            "Time from request start to answer for stored events (includes the fsync).",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.delivered = Counter(
+            "bighub_siem_sink_delivered", "Events confirmed by a sink.", ["sink"], registry=r
+        )
+        self.retried = Counter(
+            "bighub_siem_sink_retried", "Events scheduled for another attempt.", ["sink"], registry=r
+        )
+        self.dead_lettered = Counter(
+            "bighub_siem_sink_dead_lettered", "Events moved to dead letters.", ["sink"], registry=r
+        )
+        self.last_prune = Gauge(
+            "bighub_siem_last_prune_timestamp", "When dedup ids were last pruned.", registry=r
+        )
+        self.snapshot = _SnapshotCollector()
+        r.register(self.snapshot)

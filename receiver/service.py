@@ -1,0 +1,104 @@
+"""The running service: settings, store, router, dispatchers, metrics, upkeep.
+
+Built once per process and handed to the HTTP apps; there is no module-level state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+
+import structlog
+
+from receiver.dispatcher import Dispatcher
+from receiver.metrics import Metrics
+from receiver.routing import Router
+from receiver.settings import Settings
+from receiver.store import SQLiteStore, Store, create_store
+from sinks import build_sink
+
+__all__ = ["Service"]
+
+log = structlog.get_logger("bighub_siem.service")
+
+
+class Service:
+    """Everything ``serve`` runs besides the HTTP listeners."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: Store | None = None,
+        clock: Callable[[], float] = time.time,
+        dispatch: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.metrics = Metrics()
+        self.router = Router(settings.sinks)
+        self.store = store if store is not None else create_store(settings.store, exclusive=True)
+        self.secrets = tuple(s.get_secret_value().encode("utf-8") for s in settings.ingress.secrets)
+        self.dispatch = dispatch
+        self.dispatchers: dict[str, Dispatcher] = {}
+        self._upkeep: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.store.open()
+        if isinstance(self.store, SQLiteStore):
+            # One serve process owns a SQLite spool: leases left by a crashed
+            # predecessor would otherwise hold its batches back until they expire.
+            await self.store.release_leases()
+        if self.dispatch:
+            for cfg in self.settings.sinks:
+                d = Dispatcher(build_sink(cfg), cfg, self.store, self.metrics, clock=self.clock)
+                self.dispatchers[cfg.name] = d
+                d.start()
+        self._upkeep = asyncio.create_task(self._upkeep_loop(), name="upkeep")
+        log.info("service_started", sinks=list(self.dispatchers), store=self.store_kind)
+
+    @property
+    def store_kind(self) -> str:
+        return self.settings.store.url.split(":", 1)[0]
+
+    async def stop(self) -> None:
+        if self._upkeep is not None:
+            self._upkeep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._upkeep
+        await asyncio.gather(*(d.stop() for d in self.dispatchers.values()))
+        await self.store.close()
+        log.info("service_stopped")
+
+    def notify(self, sinks: tuple[str, ...]) -> None:
+        for name in sinks:
+            d = self.dispatchers.get(name)
+            if d is not None:
+                d.notify()
+
+    async def refresh_metrics(self) -> None:
+        stats = await self.store.stats()
+        now = self.clock()
+        snap = self.metrics.snapshot
+        names = {s.name for s in self.settings.sinks} | set(stats.sinks)
+        snap.pending = {n: stats.sinks[n].pending if n in stats.sinks else 0 for n in names}
+        snap.dead = {n: stats.sinks[n].dead if n in stats.sinks else 0 for n in names}
+        snap.oldest_age = {}
+        for n in names:
+            oldest = stats.sinks[n].oldest_pending_received_at if n in stats.sinks else None
+            snap.oldest_age[n] = max(0.0, now - oldest) if oldest is not None else 0.0
+        snap.spool_bytes, snap.spool_events = stats.spool_bytes, stats.spool_events
+
+    async def _upkeep_loop(self) -> None:
+        interval = self.settings.store.prune_interval_seconds
+        while True:
+            try:
+                pruned = await self.store.prune(now=self.clock())
+                self.metrics.last_prune.set(self.clock())
+                if pruned:
+                    log.info("dedup_pruned", events=pruned)
+            except Exception as exc:
+                log.error("prune_failed", error=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(interval)

@@ -1,0 +1,292 @@
+"""Configuration: one TOML file plus ``BIGHUB_SIEM_`` environment overrides.
+
+Validation does no network I/O (sinks are only built later, at start). Secret
+fields take ``env:NAME`` or ``file:/path`` references (or, discouraged, a literal)
+and hold a ``SecretStr`` so a repr or a log never shows them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from receiver.errors import ConfigError
+from sinks import SinkConfig, sink_types
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on 3.10
+    import tomli as tomllib
+
+__all__ = [
+    "AdminSettings",
+    "IngressSettings",
+    "LogSettings",
+    "Settings",
+    "StoreSettings",
+    "UpstreamSettings",
+    "load_settings",
+    "resolve_secret",
+]
+
+ENV_PREFIX = "BIGHUB_SIEM_"
+MIN_SECRET_BYTES = 16
+
+
+def resolve_secret(value: object) -> object:
+    """Turn ``env:NAME`` / ``file:PATH`` into the secret itself.
+
+    Messages name the reference, never the secret.
+    """
+    if isinstance(value, SecretStr):
+        return value
+    if not isinstance(value, str):
+        return value  # let pydantic report the wrong type
+    if value.startswith("env:"):
+        name = value[4:]
+        if not name:
+            raise ValueError("empty environment variable name in 'env:' reference")
+        if name not in os.environ:
+            raise ValueError(f"secret reference env:{name}: environment variable is not set")
+        return SecretStr(os.environ[name])
+    if value.startswith("file:"):
+        path = Path(value[5:])
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"secret reference file:{path}: cannot read ({type(exc).__name__})") from None
+        # Files written by `echo` or editors end in a newline that is not part of the secret.
+        return SecretStr(text.rstrip("\r\n"))
+    return SecretStr(value)
+
+
+def _long_enough(value: SecretStr) -> SecretStr:
+    if len(value.get_secret_value().encode("utf-8")) < MIN_SECRET_BYTES:
+        raise ValueError(f"secret is shorter than {MIN_SECRET_BYTES} bytes")
+    return value
+
+
+Secret = Annotated[SecretStr, BeforeValidator(resolve_secret)]
+StrongSecret = Annotated[SecretStr, BeforeValidator(resolve_secret), AfterValidator(_long_enough)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IngressSettings(_Section):
+    host: str = Field(default="127.0.0.1", description="Address the webhook listener binds.")
+    port: int = Field(default=8080, ge=0, le=65535, description="Port of the webhook listener.")
+    path: str = Field(default="/webhooks/bighub", description="Path BIGHUB posts to.")
+    source: str = Field(
+        default="bighub",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Name recorded with each event; dedup is per (source, event id).",
+    )
+    secrets: list[StrongSecret] = Field(
+        min_length=1,
+        description="Webhook signing secrets; several while rotating. References allowed.",
+    )
+    tolerance_seconds: int = Field(
+        default=300, ge=1, le=86400, description="Largest accepted clock skew, past or future."
+    )
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="Largest accepted body."
+    )
+    signature_header: str = Field(default="X-BIGHUB-Signature", description="Signature header.")
+    timestamp_header: str = Field(default="X-BIGHUB-Timestamp", description="Timestamp header.")
+    event_id_header: str = Field(default="X-BIGHUB-Event-Id", description="Event id header.")
+    event_type_header: str = Field(default="X-BIGHUB-Event", description="Event type header.")
+    delivery_id_header: str = Field(
+        default="X-BIGHUB-Delivery-Id", description="Delivery id header."
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _absolute_path(cls, value: str) -> str:
+        if not value.startswith("/") or value in {"/healthz", "/readyz"}:
+            raise ValueError("must start with '/' and not be /healthz or /readyz")
+        return value
+
+
+class StoreSettings(_Section):
+    url: str = Field(
+        default="sqlite:///var/spool.db",
+        description="sqlite:///relative/path, sqlite:////absolute/path, or postgresql://...",
+    )
+    dedup_window_seconds: int = Field(
+        default=7 * 86400, ge=60, description="How long event ids are remembered for dedup."
+    )
+    max_spool_bytes: int = Field(
+        default=1024**3, ge=1024, description="Undelivered body bytes held before ingress answers 503."
+    )
+    max_spool_events: int = Field(
+        default=1_000_000, ge=1, description="Undelivered events held before ingress answers 503."
+    )
+    retry_after_seconds: int = Field(
+        default=30, ge=1, le=3600, description="Retry-After sent with a 503."
+    )
+    prune_interval_seconds: float = Field(
+        default=300, gt=0, description="How often expired dedup ids are pruned."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError("must start with sqlite:///, postgresql:// or postgres://")
+        return value
+
+
+class AdminSettings(_Section):
+    enabled: bool = Field(default=True, description="Run the admin / metrics listener.")
+    host: str = Field(default="127.0.0.1", description="Address the admin listener binds.")
+    port: int = Field(default=9464, ge=0, le=65535, description="Port of the admin listener.")
+    token: StrongSecret | None = Field(
+        default=None,
+        description="Bearer token for /admin/*; without it /admin/* answers 401 to everyone.",
+    )
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Lowest level logged."
+    )
+    format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="auto: console on a TTY, JSON otherwise."
+    )
+
+
+class UpstreamSettings(_Section):
+    base_url: str = Field(default="https://api.bighub.io", description="BIGHUB API base URL.")
+    api_key: Secret | None = Field(default=None, description="BIGHUB API key (reference).")
+    bearer_token: Secret | None = Field(default=None, description="Or a bearer token.")
+    webhook_ids: list[str] = Field(default_factory=list, description="Webhooks to reconcile.")
+    interval_seconds: float = Field(
+        default=300, ge=0, description="Seconds between runs inside serve; 0 = only on demand."
+    )
+    lookback_limit: int = Field(default=200, ge=1, le=10_000, description="Deliveries read.")
+    max_replays_per_run: int = Field(default=100, ge=0, description="Replays asked per run.")
+    replay_rate_per_second: float = Field(default=2.0, gt=0, description="Replay request rate.")
+    cooldown_seconds: float = Field(
+        default=3600, ge=0, description="A delivery is not asked for again within this time."
+    )
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> UpstreamSettings:
+        if self.api_key is None and self.bearer_token is None:
+            raise ValueError("set api_key or bearer_token")
+        return self
+
+
+class Settings(BaseSettings):
+    """The root of the configuration. ``sinks`` is narrowed by ``settings_class()``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    ingress: IngressSettings = Field(description="The webhook listener.")
+    store: StoreSettings = Field(default_factory=StoreSettings, description="The spool.")
+    admin: AdminSettings = Field(default_factory=AdminSettings, description="Admin listener.")
+    log: LogSettings = Field(default_factory=LogSettings, description="Logging.")
+    upstream: UpstreamSettings | None = Field(default=None, description="Upstream replay.")
+    sinks: list[SinkConfig] = Field(min_length=1, description="Where events are exported.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file (passed as init values).
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        names = [s.name for s in self.sinks]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"sink names must be unique: {', '.join(dupes)}")
+        if self.admin.enabled and (self.admin.host, self.admin.port) == (
+            self.ingress.host,
+            self.ingress.port,
+        ) and self.admin.port != 0:
+            raise ValueError("admin and ingress listeners cannot share host and port")
+        return self
+
+
+def settings_class() -> type[Settings]:
+    """``Settings`` with ``sinks`` as a discriminated union of every registered sink type."""
+    models = tuple(cls.config_model for cls in sink_types().values())
+    union: Any = Union[models] if len(models) > 1 else models[0]  # noqa: UP007 - built at runtime
+    sink_item: Any = Annotated[union, Field(discriminator="type")] if len(models) > 1 else union
+    return create_model(
+        "Settings",
+        __base__=Settings,
+        sinks=(list[sink_item], Field(min_length=1, description="Where events are exported.")),
+    )
+
+
+def _format_errors(exc: ValidationError) -> list[str]:
+    lines = []
+    for err in exc.errors(include_input=False, include_url=False):
+        loc = [str(p) for p in err["loc"]]
+        msg = err["msg"]
+        if loc[:1] == ["sinks"] and len(loc) >= 3 and not loc[2].isdigit():
+            del loc[2]  # the union tag pydantic inserts; the user never wrote it
+        if err["type"] in {"union_tag_invalid", "union_tag_not_found"}:
+            loc.append("type")
+            if err["type"] == "union_tag_invalid":
+                msg = f"unknown sink type; available: {', '.join(sorted(sink_types()))}"
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{'.'.join(loc) or '(root)'}: {msg}")
+    return lines
+
+
+def load_settings(path: Path | None = None, *, data: dict[str, Any] | None = None) -> Settings:
+    """Read, merge with the environment, and validate.
+
+    Args:
+        path: a TOML file; ``None`` means environment only (plus ``data``).
+        data: values used instead of a file (tests, embedding).
+
+    Raises:
+        ConfigError: unreadable file or invalid settings; ``problems`` names each bad key.
+    """
+    values: dict[str, Any] = dict(data or {})
+    if path is not None:
+        try:
+            with path.open("rb") as fh:
+                values = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError([f"{path}: cannot read ({exc.strerror or exc})"]) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([f"{path}: not valid TOML ({exc})"]) from None
+    try:
+        return settings_class()(**values)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc)) from None

@@ -1,0 +1,108 @@
+"""Sign and verify BIGHUB webhook deliveries. Standard library only.
+
+Scheme (the same as ``bighub.verify_webhook_signature``)::
+
+    X-BIGHUB-Timestamp: <unix seconds>
+    X-BIGHUB-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>." + raw body)>
+
+Several ``v1=`` values may be sent, separated by commas and/or spaces, and several
+secrets may be configured; one match is enough. The MAC is computed over the raw
+bytes as received (never over re-encoded JSON), and every malformed input, including
+non-ASCII headers and non-UTF-8 bodies, ends as a ``SignatureError``, never as a
+``ValueError`` or ``UnicodeDecodeError``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Callable, Sequence
+
+from receiver.errors import HeaderError, MismatchError, TimestampError
+
+__all__ = ["SCHEME", "sign", "signature_header", "verify"]
+
+SCHEME = "v1"
+_MAX_HEADER = 4096  # longer signature headers are refused before any work
+_MAX_SIGNATURES = 16
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def _mac(secret: bytes, timestamp: str, body: bytes) -> str:
+    return hmac.new(secret, timestamp.encode("ascii") + b"." + body, hashlib.sha256).hexdigest()
+
+
+def sign(secret: str | bytes, timestamp: int, body: bytes) -> str:
+    """The hex HMAC of ``body`` at ``timestamp`` (without the ``v1=`` prefix)."""
+    key = secret.encode("utf-8") if isinstance(secret, str) else secret
+    return _mac(key, str(int(timestamp)), body)
+
+
+def signature_header(secret: str | bytes, timestamp: int, body: bytes) -> str:
+    """The full ``X-BIGHUB-Signature`` value for one secret."""
+    return f"{SCHEME}={sign(secret, timestamp, body)}"
+
+
+def _parse_timestamp(value: str | None) -> tuple[str, int]:
+    if value is None:
+        raise HeaderError("timestamp header is missing")
+    text = value.strip()
+    if not _TIMESTAMP.fullmatch(text):
+        raise HeaderError("timestamp header is not a unix time in seconds")
+    return text, int(text)
+
+
+def _parse_signatures(value: str | None) -> list[str]:
+    if value is None:
+        raise HeaderError("signature header is missing")
+    if len(value) > _MAX_HEADER:
+        raise HeaderError("signature header is too long")
+    found = []
+    for part in re.split(r"[,\s]+", value.strip()):
+        scheme, sep, digest = part.partition("=")
+        if sep and scheme == SCHEME and _HEX64.fullmatch(digest.lower()):
+            found.append(digest.lower())
+    if not found:
+        raise HeaderError(f"signature header holds no well-formed {SCHEME}= value")
+    return found[:_MAX_SIGNATURES]
+
+
+def verify(
+    body: bytes,
+    *,
+    signature: str | None,
+    timestamp: str | None,
+    secrets: Sequence[bytes],
+    tolerance_seconds: int,
+    now: Callable[[], float],
+) -> int:
+    """Check a delivery; return its timestamp.
+
+    Args:
+        body: the raw request body, exactly as received.
+        signature: the signature header value, or ``None`` when absent.
+        timestamp: the timestamp header value, or ``None`` when absent.
+        secrets: every configured secret (rotation); one match is enough.
+        tolerance_seconds: largest accepted distance from ``now()``, past or future.
+        now: the clock, injected.
+
+    Raises:
+        HeaderError: a header is missing or malformed.
+        TimestampError: the timestamp is outside the tolerance.
+        MismatchError: no secret yields any of the sent signatures.
+    """
+    ts_text, ts = _parse_timestamp(timestamp)
+    sent = _parse_signatures(signature)
+    if abs(now() - ts) > tolerance_seconds:
+        raise TimestampError("timestamp is outside the accepted tolerance")
+    matched = False
+    # Compare every pair without early exit so timing does not reveal which matched.
+    for secret in secrets:
+        expected = _mac(secret, ts_text, body)
+        for candidate in sent:
+            matched |= hmac.compare_digest(expected, candidate)
+    if not matched:
+        raise MismatchError("no signature matches a configured secret")
+    return ts

@@ -1,0 +1,167 @@
+"""What every store backend provides, and the values it trades in.
+
+Semantics (the same for every backend):
+
+- ``ingest`` stores an event and one outbox row per routed sink in one transaction,
+  made durable before it returns; concurrent calls share commits.
+- dedup is by (source, event id) and lasts ``dedup_window_seconds`` after the event
+  is fully delivered; an event with an outbox row still pending or dead is kept.
+- outbox rows go pending -> delivered | dead. A claim leases rows so no other
+  dispatcher takes them until the lease ends.
+- the spool (bytes and events not yet delivered everywhere) has a quota; over it,
+  ``ingest`` answers ``QUOTA`` and stores nothing.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sinks import Event
+
+__all__ = [
+    "Claimed",
+    "DeadLetter",
+    "IngestOutcome",
+    "IngestResult",
+    "NewEvent",
+    "PendingSummary",
+    "RetryUpdate",
+    "SinkStats",
+    "Store",
+    "StoreStats",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event verified and parsed at ingress, not yet stored."""
+
+    source: str
+    event_id: str
+    id_origin: str
+    event_type: str
+    category: str
+    occurred_at: str | None
+    received_at: float
+    delivery_id: str | None
+    body: bytes = field(repr=False)
+    signature: str | None = field(repr=False)
+    timestamp: str | None
+    sinks: tuple[str, ...]
+
+
+class IngestOutcome(enum.Enum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    QUOTA = "quota"
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    outcome: IngestOutcome
+    seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """One leased outbox row with its event."""
+
+    outbox_id: int
+    attempts: int
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class RetryUpdate:
+    outbox_id: int
+    next_attempt_at: float
+    error: str
+    charge: bool = True  # False: the sink was unavailable; the attempt is not counted
+
+
+@dataclass(frozen=True, slots=True)
+class PendingSummary:
+    due: int
+    oldest_received_at: float | None
+    next_due_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    outbox_id: int
+    sink: str
+    event_id: str
+    event_type: str
+    received_at: float
+    attempts: int
+    dead_at: float
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class SinkStats:
+    pending: int = 0
+    dead: int = 0
+    oldest_pending_received_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    spool_bytes: int
+    spool_events: int
+    events_held: int
+    sinks: dict[str, SinkStats]
+
+
+class Store(Protocol):
+    """A durable spool: dedup, outbox and dead letters."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ingest(self, event: NewEvent) -> IngestResult:
+        """Store durably, or say why not.
+
+        Raises:
+            StoreError: the store cannot write now.
+        """
+
+    async def claim(
+        self, sink: str, *, limit: int, max_bytes: int, now: float, lease_seconds: float
+    ) -> list[Claimed]: ...
+
+    async def pending_summary(self, sink: str, *, now: float) -> PendingSummary: ...
+
+    async def mark_delivered(self, outbox_ids: Sequence[int]) -> None: ...
+
+    async def mark_retry(self, updates: Sequence[RetryUpdate]) -> None: ...
+
+    async def mark_dead(self, failures: Sequence[tuple[int, str]], *, now: float) -> None: ...
+
+    async def release_leases(self) -> None:
+        """Forget every lease (single-node start-up after a crash)."""
+
+    async def dead_letters(
+        self, *, sink: str | None = None, limit: int = 100, after_id: int = 0
+    ) -> list[DeadLetter]: ...
+
+    async def requeue_dead(
+        self, *, sink: str | None = None, ids: Sequence[int] | None = None, now: float
+    ) -> int: ...
+
+    async def purge_dead(
+        self, *, sink: str | None = None, ids: Sequence[int] | None = None
+    ) -> int: ...
+
+    async def has_event(self, source: str, event_id: str) -> bool: ...
+
+    async def stats(self) -> StoreStats: ...
+
+    async def prune(self, *, now: float) -> int:
+        """Forget fully delivered events older than the dedup window; return how many."""
+
+    async def writable(self) -> bool: ...

@@ -1,0 +1,549 @@
+"""The embedded store: one SQLite file in WAL mode.
+
+Two connections, each on its own thread:
+
+- the *ingest* connection runs with ``synchronous=FULL``: a commit returns only
+  after the WAL is fsynced, and only then does the HTTP answer go out. Requests
+  that arrive while a commit is in flight are queued and committed together in
+  the next transaction (group commit), so one fsync serves many requests.
+- the *work* connection (claims, delivery marks, admin) runs with
+  ``synchronous=NORMAL``: losing a delivery mark in a power cut means the event is
+  sent again, which at-least-once delivery allows; it never loses an event.
+
+One ``serve`` process owns a file at a time (an exclusive lock file enforces it);
+CLI commands such as ``dead-letters`` share it through SQLite's own locking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from receiver.errors import StoreError
+from receiver.store.base import (
+    Claimed,
+    DeadLetter,
+    IngestOutcome,
+    IngestResult,
+    NewEvent,
+    PendingSummary,
+    RetryUpdate,
+    SinkStats,
+    StoreStats,
+)
+from sinks import Event
+
+__all__ = ["SQLiteStore", "sqlite_path"]
+
+T = TypeVar("T")
+SCHEMA_VERSION = 1
+_GROUP_MAX = 2000  # events per group commit; bounds one transaction's latency
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    source       TEXT NOT NULL,
+    event_id     TEXT NOT NULL,
+    id_origin    TEXT NOT NULL,
+    event_type   TEXT NOT NULL,
+    category     TEXT NOT NULL,
+    occurred_at  TEXT,
+    received_at  REAL NOT NULL,
+    delivery_id  TEXT,
+    signature    TEXT,
+    ts_header    TEXT,
+    size         INTEGER NOT NULL,
+    body         BLOB,            -- NULL once every sink has it: only the id is kept
+    UNIQUE (source, event_id)
+);
+CREATE INDEX IF NOT EXISTS events_received ON events (received_at) WHERE body IS NULL;
+CREATE TABLE IF NOT EXISTS outbox (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_seq       INTEGER NOT NULL REFERENCES events (seq) ON DELETE CASCADE,
+    sink            TEXT NOT NULL,
+    state           TEXT NOT NULL DEFAULT 'pending',  -- pending | delivered | dead
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    lease_until     REAL NOT NULL DEFAULT 0,
+    last_error      TEXT,
+    dead_at         REAL
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (sink, state, id);
+CREATE INDEX IF NOT EXISTS outbox_event ON outbox (event_seq);
+"""
+
+_EVENT_COLS = (
+    "e.seq, e.event_id, e.id_origin, e.event_type, e.category, e.occurred_at, "
+    "e.received_at, e.source, e.delivery_id, e.body, e.signature, e.ts_header"
+)
+
+
+def sqlite_path(url: str) -> Path:
+    """``sqlite:///rel/path`` -> ``rel/path``; ``sqlite:////abs/path`` -> ``/abs/path``."""
+    if not url.startswith("sqlite:///"):
+        raise ValueError("not a sqlite:/// URL")
+    return Path(url[len("sqlite:///") :])
+
+
+def _event(row: Sequence[Any]) -> Event:
+    return Event(
+        seq=row[0],
+        event_id=row[1],
+        id_origin=row[2],
+        event_type=row[3],
+        category=row[4],
+        occurred_at=row[5],
+        received_at=row[6],
+        source=row[7],
+        delivery_id=row[8],
+        body=bytes(row[9]),
+        signature=row[10],
+        timestamp=row[11],
+    )
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+class SQLiteStore:
+    """The default store. See the module docstring for its durability rules."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        dedup_window_seconds: float = 7 * 86400,
+        max_spool_bytes: int = 1024**3,
+        max_spool_events: int = 1_000_000,
+        exclusive: bool = False,
+    ) -> None:
+        self.path = path
+        self.dedup_window_seconds = dedup_window_seconds
+        self.max_spool_bytes = max_spool_bytes
+        self.max_spool_events = max_spool_events
+        self._exclusive = exclusive
+        self._lock_fd: int | None = None
+        self._ingest_pool = ThreadPoolExecutor(1, thread_name_prefix="sqlite-ingest")
+        self._work_pool = ThreadPoolExecutor(1, thread_name_prefix="sqlite-work")
+        self._ingest_db: sqlite3.Connection | None = None
+        self._work_db: sqlite3.Connection | None = None
+        self._queue: list[tuple[NewEvent, asyncio.Future[IngestResult]]] = []
+        self._wakeup = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._spool_lock = threading.Lock()
+        self._spool_bytes = 0
+        self._spool_events = 0
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def _connect(self, synchronous: str) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={synchronous}")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("PRAGMA busy_timeout=30000")
+        return db
+
+    async def _on(self, pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(pool, fn)
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite: {exc}") from exc
+
+    async def _work(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        db = self._work_db
+        if db is None:
+            raise StoreError("store is not open")
+        return await self._on(self._work_pool, lambda: fn(db))
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self._exclusive:
+            self._take_lock()
+        self._ingest_db = await self._on(self._ingest_pool, lambda: self._connect("FULL"))
+        self._work_db = await self._on(self._work_pool, lambda: self._connect("NORMAL"))
+        await self._work(self._migrate)
+        await self._refresh_spool()
+        self._writer = asyncio.create_task(self._write_loop(), name="sqlite-group-commit")
+
+    def _take_lock(self) -> None:
+        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise StoreError(f"{self.path} is in use by another serve process") from None
+        self._lock_fd = fd
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(
+                f"spool schema {version} is newer than this release ({SCHEMA_VERSION})"
+            )
+        db.executescript(_SCHEMA)
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            try:
+                await self._writer
+            except asyncio.CancelledError:
+                pass
+            self._writer = None
+        for item, fut in self._queue:
+            if not fut.done():
+                fut.set_exception(StoreError("store closed"))
+        self._queue.clear()
+        for db, pool in ((self._ingest_db, self._ingest_pool), (self._work_db, self._work_pool)):
+            if db is not None:
+                await asyncio.get_running_loop().run_in_executor(pool, db.close)
+        self._ingest_db = self._work_db = None
+        self._ingest_pool.shutdown(wait=True)
+        self._work_pool.shutdown(wait=True)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -- ingest (group commit) ----------------------------------------------------
+
+    async def ingest(self, event: NewEvent) -> IngestResult:
+        if self._writer is None or self._writer.done():
+            raise StoreError("store is not open")
+        fut: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
+        self._queue.append((event, fut))
+        self._wakeup.set()
+        return await fut
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                batch, self._queue = self._queue[:_GROUP_MAX], self._queue[_GROUP_MAX:]
+                items = [item for item, _ in batch]
+                try:
+                    results = await self._on(self._ingest_pool, lambda: self._commit(items))
+                except StoreError as exc:
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    continue
+                for (_, fut), result in zip(batch, results):
+                    if not fut.done():
+                        fut.set_result(result)
+
+    def _commit(self, items: Sequence[NewEvent]) -> list[IngestResult]:
+        db = self._ingest_db
+        if db is None:
+            raise sqlite3.OperationalError("store is not open")
+        results: list[IngestResult] = []
+        with self._spool_lock:
+            spool_bytes, spool_events = self._spool_bytes, self._spool_events
+        added_bytes = added_events = 0
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for ev in items:
+                over = (
+                    spool_bytes + added_bytes + len(ev.body) > self.max_spool_bytes
+                    or spool_events + added_events + 1 > self.max_spool_events
+                )
+                if over:
+                    held = db.execute(
+                        "SELECT 1 FROM events WHERE source=? AND event_id=?",
+                        (ev.source, ev.event_id),
+                    ).fetchone()
+                    results.append(
+                        IngestResult(IngestOutcome.DUPLICATE if held else IngestOutcome.QUOTA)
+                    )
+                    continue
+                row = db.execute(
+                    "INSERT INTO events (source, event_id, id_origin, event_type, category,"
+                    " occurred_at, received_at, delivery_id, signature, ts_header, size, body)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+                    " ON CONFLICT (source, event_id) DO NOTHING RETURNING seq",
+                    (
+                        ev.source, ev.event_id, ev.id_origin, ev.event_type, ev.category,
+                        ev.occurred_at, ev.received_at, ev.delivery_id, ev.signature,
+                        ev.timestamp, len(ev.body), ev.body,
+                    ),
+                ).fetchone()
+                if row is None:
+                    results.append(IngestResult(IngestOutcome.DUPLICATE))
+                    continue
+                seq = int(row[0])
+                if ev.sinks:
+                    db.executemany(
+                        "INSERT INTO outbox (event_seq, sink) VALUES (?, ?)",
+                        [(seq, sink) for sink in ev.sinks],
+                    )
+                    added_bytes += len(ev.body)
+                    added_events += 1
+                else:
+                    # Routed nowhere: keep only the id for dedup.
+                    db.execute("UPDATE events SET body = NULL WHERE seq = ?", (seq,))
+                results.append(IngestResult(IngestOutcome.ACCEPTED, seq))
+            db.execute("COMMIT")  # synchronous=FULL: returns after the WAL fsync
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        with self._spool_lock:
+            self._spool_bytes += added_bytes
+            self._spool_events += added_events
+        return results
+
+    # -- dispatch -----------------------------------------------------------------
+
+    async def claim(
+        self, sink: str, *, limit: int, max_bytes: int, now: float, lease_seconds: float
+    ) -> list[Claimed]:
+        def run(db: sqlite3.Connection) -> list[Claimed]:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = db.execute(
+                    f"SELECT o.id, o.attempts, {_EVENT_COLS} FROM outbox o"
+                    " JOIN events e ON e.seq = o.event_seq"
+                    " WHERE o.sink = ? AND o.state = 'pending'"
+                    " AND o.next_attempt_at <= ? AND o.lease_until <= ?"
+                    " ORDER BY o.id LIMIT ?",
+                    (sink, now, now, limit),
+                ).fetchall()
+                taken: list[Claimed] = []
+                size = 0
+                for row in rows:
+                    size += len(row[11])
+                    if taken and size > max_bytes:
+                        break
+                    taken.append(Claimed(row[0], row[1], _event(row[2:])))
+                if taken:
+                    ids = [c.outbox_id for c in taken]
+                    db.execute(
+                        f"UPDATE outbox SET lease_until = ? WHERE id IN ({_marks(len(ids))})",
+                        (now + lease_seconds, *ids),
+                    )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return taken
+
+        return await self._work(run)
+
+    async def pending_summary(self, sink: str, *, now: float) -> PendingSummary:
+        def run(db: sqlite3.Connection) -> PendingSummary:
+            due, oldest = db.execute(
+                "SELECT count(*), min(e.received_at) FROM outbox o"
+                " JOIN events e ON e.seq = o.event_seq WHERE o.sink = ? AND o.state = 'pending'"
+                " AND o.next_attempt_at <= ? AND o.lease_until <= ?",
+                (sink, now, now),
+            ).fetchone()
+            (next_due,) = db.execute(
+                "SELECT min(max(next_attempt_at, lease_until)) FROM outbox"
+                " WHERE sink = ? AND state = 'pending'",
+                (sink,),
+            ).fetchone()
+            return PendingSummary(int(due), oldest, next_due)
+
+        return await self._work(run)
+
+    def _release_bodies(self, db: sqlite3.Connection, outbox_ids: Sequence[int]) -> None:
+        freed = db.execute(
+            "UPDATE events SET body = NULL WHERE body IS NOT NULL AND seq IN"
+            f" (SELECT event_seq FROM outbox WHERE id IN ({_marks(len(outbox_ids))}))"
+            " AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.event_seq = events.seq"
+            " AND o.state != 'delivered') RETURNING size",
+            tuple(outbox_ids),
+        ).fetchall()
+        if freed:
+            with self._spool_lock:
+                self._spool_bytes -= sum(r[0] for r in freed)
+                self._spool_events -= len(freed)
+
+    async def mark_delivered(self, outbox_ids: Sequence[int]) -> None:
+        if not outbox_ids:
+            return
+
+        def run(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute(
+                    "UPDATE outbox SET state = 'delivered', lease_until = 0, last_error = NULL"
+                    f" WHERE id IN ({_marks(len(outbox_ids))})",
+                    tuple(outbox_ids),
+                )
+                self._release_bodies(db, outbox_ids)
+
+        await self._work(run)
+
+    async def mark_retry(self, updates: Sequence[RetryUpdate]) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany(
+                    "UPDATE outbox SET attempts = attempts + ?, next_attempt_at = ?,"
+                    " lease_until = 0, last_error = ? WHERE id = ? AND state = 'pending'",
+                    [(int(u.charge), u.next_attempt_at, u.error[:500], u.outbox_id) for u in updates],
+                )
+
+        if updates:
+            await self._work(run)
+
+    async def mark_dead(self, failures: Sequence[tuple[int, str]], *, now: float) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany(
+                    "UPDATE outbox SET state = 'dead', attempts = attempts + 1, lease_until = 0,"
+                    " last_error = ?, dead_at = ? WHERE id = ? AND state = 'pending'",
+                    [(err[:500], now, oid) for oid, err in failures],
+                )
+
+        if failures:
+            await self._work(run)
+
+    async def release_leases(self) -> None:
+        await self._work(
+            lambda db: db.execute("UPDATE outbox SET lease_until = 0 WHERE lease_until > 0")
+        )
+
+    # -- dead letters ---------------------------------------------------------------
+
+    @staticmethod
+    def _where_dead(sink: str | None, ids: Sequence[int] | None) -> tuple[str, list[Any]]:
+        clause, args = "state = 'dead'", []
+        if sink is not None:
+            clause += " AND sink = ?"
+            args.append(sink)
+        if ids is not None:
+            clause += f" AND id IN ({_marks(len(ids))})"
+            args.extend(ids)
+        return clause, args
+
+    async def dead_letters(
+        self, *, sink: str | None = None, limit: int = 100, after_id: int = 0
+    ) -> list[DeadLetter]:
+        clause, args = self._where_dead(sink, None)
+
+        def run(db: sqlite3.Connection) -> list[DeadLetter]:
+            rows = db.execute(
+                "SELECT o.id, o.sink, e.event_id, e.event_type, e.received_at, o.attempts,"
+                " o.dead_at, o.last_error FROM outbox o JOIN events e ON e.seq = o.event_seq"
+                f" WHERE {clause.replace('state', 'o.state').replace('sink =', 'o.sink =')}"
+                " AND o.id > ? ORDER BY o.id LIMIT ?",
+                (*args, after_id, limit),
+            ).fetchall()
+            return [DeadLetter(r[0], r[1], r[2], r[3], r[4], r[5], r[6] or 0.0, r[7] or "") for r in rows]
+
+        return await self._work(run)
+
+    async def requeue_dead(
+        self, *, sink: str | None = None, ids: Sequence[int] | None = None, now: float
+    ) -> int:
+        clause, args = self._where_dead(sink, ids)
+
+        def run(db: sqlite3.Connection) -> int:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                cur = db.execute(
+                    "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?,"
+                    f" lease_until = 0, dead_at = NULL WHERE {clause}",
+                    (now, *args),
+                )
+                return cur.rowcount
+
+        return await self._work(run)
+
+    async def purge_dead(self, *, sink: str | None = None, ids: Sequence[int] | None = None) -> int:
+        clause, args = self._where_dead(sink, ids)
+
+        def run(db: sqlite3.Connection) -> int:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                gone = [r[0] for r in db.execute(f"SELECT id FROM outbox WHERE {clause}", args)]
+                if not gone:
+                    return 0
+                # A purged row counts as handled: the event's body goes once nothing needs it.
+                db.execute(
+                    f"UPDATE outbox SET state = 'delivered', last_error = 'purged'"
+                    f" WHERE id IN ({_marks(len(gone))})",
+                    gone,
+                )
+                self._release_bodies(db, gone)
+                return len(gone)
+
+        return await self._work(run)
+
+    # -- queries and upkeep -------------------------------------------------------
+
+    async def has_event(self, source: str, event_id: str) -> bool:
+        row = await self._work(
+            lambda db: db.execute(
+                "SELECT 1 FROM events WHERE source = ? AND event_id = ?", (source, event_id)
+            ).fetchone()
+        )
+        return row is not None
+
+    async def _refresh_spool(self) -> None:
+        def run(db: sqlite3.Connection) -> tuple[int, int]:
+            b, n = db.execute(
+                "SELECT coalesce(sum(size), 0), count(*) FROM events WHERE body IS NOT NULL"
+            ).fetchone()
+            return int(b), int(n)
+
+        b, n = await self._work(run)
+        with self._spool_lock:
+            self._spool_bytes, self._spool_events = b, n
+
+    async def stats(self) -> StoreStats:
+        def run(db: sqlite3.Connection) -> tuple[int, dict[str, SinkStats]]:
+            (held,) = db.execute("SELECT count(*) FROM events").fetchone()
+            per: dict[str, SinkStats] = {}
+            for sink, pending, dead, oldest in db.execute(
+                "SELECT o.sink, sum(o.state = 'pending'), sum(o.state = 'dead'),"
+                " min(CASE WHEN o.state = 'pending' THEN e.received_at END)"
+                " FROM outbox o JOIN events e ON e.seq = o.event_seq"
+                " WHERE o.state != 'delivered' GROUP BY o.sink"
+            ):
+                per[sink] = SinkStats(int(pending), int(dead), oldest)
+            return int(held), per
+
+        await self._refresh_spool()
+        held, per = await self._work(run)
+        with self._spool_lock:
+            return StoreStats(self._spool_bytes, self._spool_events, held, per)
+
+    async def prune(self, *, now: float) -> int:
+        cutoff = now - self.dedup_window_seconds
+
+        def run(db: sqlite3.Connection) -> int:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                # Only events every sink has (body released) are forgotten.
+                cur = db.execute(
+                    "DELETE FROM events WHERE body IS NULL AND received_at < ?", (cutoff,)
+                )
+                return cur.rowcount
+
+        return await self._work(run)
+
+    async def writable(self) -> bool:
+        def run(db: sqlite3.Connection) -> bool:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("ROLLBACK")
+            return True
+
+        try:
+            return await self._work(run)
+        except StoreError:
+            return False

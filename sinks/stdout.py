@@ -1,0 +1,64 @@
+"""The stdout sink: one export record per line on standard output.
+
+stdout belongs to this sink alone; logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Sequence
+from typing import BinaryIO, ClassVar, Literal
+
+from pydantic import Field
+
+from sinks.base import Event, RetryableSinkError, SinkConfig, SinkHealth
+
+__all__ = ["StdoutConfig", "StdoutSink"]
+
+
+class StdoutConfig(SinkConfig):
+    """``type = "stdout"``: JSON lines on standard output."""
+
+    type: Literal["stdout"] = Field(default="stdout", description="JSON lines on stdout.")
+    batch_max_wait_seconds: float = Field(
+        default=0.0, ge=0, le=3600, description="Longest an event waits for its batch to fill."
+    )
+
+
+class StdoutSink:
+    """Writes each event's export record as a line and flushes before confirming."""
+
+    config_model: ClassVar[type[SinkConfig]] = StdoutConfig
+
+    def __init__(self, config: SinkConfig, stream: BinaryIO | None = None) -> None:
+        self.config = config
+        self._stream = stream
+
+    def _out(self) -> BinaryIO:
+        return self._stream if self._stream is not None else sys.stdout.buffer
+
+    async def start(self) -> None:
+        return None
+
+    async def send(self, batch: Sequence[Event]) -> None:
+        data = b"".join(event.export_json() + b"\n" for event in batch)
+        try:
+            # A full pipe blocks; keep the event loop free.
+            await asyncio.to_thread(self._write, data)
+        except OSError as exc:  # a closed or broken pipe: the reader may come back
+            raise RetryableSinkError(f"stdout write failed: {exc.strerror or exc}") from exc
+
+    def _write(self, data: bytes) -> None:
+        out = self._out()
+        out.write(data)
+        out.flush()
+
+    async def health(self) -> SinkHealth:
+        return SinkHealth(ok=not self._out().closed, detail="" if not self._out().closed else "closed")
+
+    async def close(self) -> None:
+        try:
+            self._out().flush()
+        except (OSError, ValueError):
+            pass

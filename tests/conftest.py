@@ -1,0 +1,18 @@
+"""Shared fixtures. Service fixtures (brokers, S3, PostgreSQL) live in tests/services/."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def require_service(available: bool, what: str, how: str) -> None:
+    """Skip when a service is missing locally; fail under CI, where it must be there."""
+    if available:
+        return
+    if IN_CI:
+        pytest.fail(f"{what} is required under CI=true but is not available: {how}")
+    pytest.skip(f"{what} not available ({how})")
