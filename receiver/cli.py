@@ -14,12 +14,13 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 import uvicorn
+from pydantic import SecretStr
 
 from receiver import signatures
 from receiver.errors import ConfigError, StoreError
@@ -128,7 +129,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def sample_events(kind: str, count: int) -> list[dict[str, Any]]:
     """Sample BIGHUB-like events for ``send-test`` (fresh ids each call)."""
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    makers = {
+    makers: dict[str, Callable[[], dict[str, Any]]] = {
         "decision": lambda: {
             "event_type": "decision_event.created",
             "decision": "blocked",
@@ -167,7 +168,7 @@ def cmd_send_test(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"bighub-siem: --secret: {exc}", file=sys.stderr)
             return 2
-        key = secret.get_secret_value() if hasattr(secret, "get_secret_value") else str(secret)
+        key = secret.get_secret_value() if isinstance(secret, SecretStr) else str(secret)
     else:
         key = _settings(args.config).ingress.secrets[0].get_secret_value()
     failures = 0
@@ -208,8 +209,10 @@ async def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
                 print("no dead letters")
             for r in rows:
                 when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r.dead_at))
-                print(f"{r.outbox_id:>8}  {r.sink:<16} {r.event_type:<28} {r.event_id:<40} "
-                      f"attempts={r.attempts} dead_at={when}  {r.error}")
+                print(
+                    f"{r.outbox_id:>8}  {r.sink:<16} {r.event_type:<28} {r.event_id:<40} "
+                    f"attempts={r.attempts} dead_at={when}  {r.error}"
+                )
             return 0
         if not args.all and not args.id:
             print("bighub-siem: give --id N (repeatable) or --all", file=sys.stderr)

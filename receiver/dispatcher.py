@@ -47,8 +47,8 @@ def backoff_delay(attempt: int, initial: float, cap: float, rng: random.Random) 
     Half of the delay is fixed and half random, so retries spread out but never
     come back sooner than half the nominal delay.
     """
-    nominal = min(cap, initial * (2 ** max(0, min(attempt - 1, 40))))
-    return nominal / 2 + rng.uniform(0, nominal / 2)
+    nominal = min(cap, initial * float(2 ** max(0, min(attempt - 1, 40))))
+    return float(nominal / 2 + rng.uniform(0, nominal / 2))
 
 
 class Dispatcher:
@@ -72,7 +72,7 @@ class Dispatcher:
         self.store = store
         self.metrics = metrics
         self.clock = clock
-        self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self.rng = rng or random.Random()
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
         self.up = False
@@ -108,9 +108,7 @@ class Dispatcher:
 
     def _set_state(self, up: bool, detail: str) -> None:
         if up != self.up or detail != self.detail:
-            (log.info if up else log.error)(
-                "sink_state", sink=self.name, up=up, detail=detail
-            )
+            (log.info if up else log.error)("sink_state", sink=self.name, up=up, detail=detail)
         self.up, self.detail = up, detail
         self.metrics.snapshot.sink_up[self.name] = up
 
@@ -136,7 +134,9 @@ class Dispatcher:
             try:
                 await self._step()
             except Exception as exc:  # store trouble: log, wait, try again; never die
-                log.error("dispatch_loop_error", sink=self.name, error=f"{type(exc).__name__}: {exc}")
+                log.error(
+                    "dispatch_loop_error", sink=self.name, error=f"{type(exc).__name__}: {exc}"
+                )
                 await self._sleep(self.poll_seconds, wakeable=False)
 
     async def _start_sink(self) -> None:
@@ -251,7 +251,13 @@ class Dispatcher:
         at = self.clock() + delay
         await self.store.mark_retry([RetryUpdate(c.outbox_id, at, error) for c in keep])
         self.metrics.retried.labels(self.name).inc(len(keep))
-        log.warning("delivery_retry", sink=self.name, events=len(keep), delay=round(delay, 3), error=error[:300])
+        log.warning(
+            "delivery_retry",
+            sink=self.name,
+            events=len(keep),
+            delay=round(delay, 3),
+            error=error[:300],
+        )
         # Wait the backoff out here too, so newer events do not overtake these.
         await self._sleep(delay, wakeable=False)
 
@@ -282,8 +288,12 @@ class Dispatcher:
                 now=self.clock(),
             )
             self.metrics.dead_lettered.labels(self.name).inc(len(permanent))
-            log.warning("dead_lettered", sink=self.name, events=len(permanent),
-                        event_ids=[c.event.event_id for c in permanent[:20]])
+            log.warning(
+                "dead_lettered",
+                sink=self.name,
+                events=len(permanent),
+                event_ids=[c.event.event_id for c in permanent[:20]],
+            )
         if retry:
             first = next(e for e in failed.values() if not isinstance(e, PermanentSinkError))
             await self._retry(retry, str(first))

@@ -108,7 +108,9 @@ async def _handle(request: Request, service: Service) -> tuple[int, dict[str, st
         result = await service.store.ingest(new)
     except StoreError:
         log.error("store_unavailable")
-        raise _Refusal(503, "store_unavailable", "the spool cannot take writes now", retry_after) from None
+        raise _Refusal(
+            503, "store_unavailable", "the spool cannot take writes now", retry_after
+        ) from None
     if result.outcome is IngestOutcome.QUOTA:
         raise _Refusal(503, "spool_full", "the spool is over its quota; retry later", retry_after)
     if result.outcome is IngestOutcome.DUPLICATE:
@@ -129,8 +131,12 @@ async def webhook(request: Request) -> Response:
         status, payload = await _handle(request, service)
     except _Refusal as refusal:
         service.metrics.rejected.labels(refusal.code).inc()
-        log.info("webhook", status=refusal.status, error=refusal.code,
-                 seconds=round(time.perf_counter() - started, 5))
+        log.info(
+            "webhook",
+            status=refusal.status,
+            error=refusal.code,
+            seconds=round(time.perf_counter() - started, 5),
+        )
         return _error(refusal.status, refusal.code, refusal.detail, refusal.headers)
     elapsed = time.perf_counter() - started
     service.metrics.ingest_latency.observe(elapsed)

@@ -25,7 +25,9 @@ class _SnapshotCollector(Collector):
         self.sink_up: dict[str, bool] = {}
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        def per_sink(name: str, doc: str, values: dict[str, float] | dict[str, int]) -> GaugeMetricFamily:
+        def per_sink(
+            name: str, doc: str, values: dict[str, float] | dict[str, int]
+        ) -> GaugeMetricFamily:
             fam = GaugeMetricFamily(name, doc, labels=["sink"])
             for sink, value in sorted(values.items()):
                 fam.add_metric([sink], float(value))
@@ -59,7 +61,9 @@ class Metrics:
         r = self.registry
         self.received = Counter("bighub_siem_requests", "Webhook requests received.", registry=r)
         self.accepted = Counter("bighub_siem_events_accepted", "New events stored.", registry=r)
-        self.duplicates = Counter("bighub_siem_events_duplicate", "Events already held.", registry=r)
+        self.duplicates = Counter(
+            "bighub_siem_events_duplicate", "Events already held.", registry=r
+        )
         self.rejected = Counter(
             "bighub_siem_requests_rejected", "Requests refused, by reason.", ["reason"], registry=r
         )
@@ -73,7 +77,10 @@ class Metrics:
             "bighub_siem_sink_delivered", "Events confirmed by a sink.", ["sink"], registry=r
         )
         self.retried = Counter(
-            "bighub_siem_sink_retried", "Events scheduled for another attempt.", ["sink"], registry=r
+            "bighub_siem_sink_retried",
+            "Events scheduled for another attempt.",
+            ["sink"],
+            registry=r,
         )
         self.dead_lettered = Counter(
             "bighub_siem_sink_dead_lettered", "Events moved to dead letters.", ["sink"], registry=r

@@ -70,7 +70,9 @@ def resolve_secret(value: object) -> object:
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"secret reference file:{path}: cannot read ({type(exc).__name__})") from None
+            raise ValueError(
+                f"secret reference file:{path}: cannot read ({type(exc).__name__})"
+            ) from None
         # Files written by `echo` or editors end in a newline that is not part of the secret.
         return SecretStr(text.rstrip("\r\n"))
     return SecretStr(value)
@@ -134,7 +136,9 @@ class StoreSettings(_Section):
         default=7 * 86400, ge=60, description="How long event ids are remembered for dedup."
     )
     max_spool_bytes: int = Field(
-        default=1024**3, ge=1024, description="Undelivered body bytes held before ingress answers 503."
+        default=1024**3,
+        ge=1024,
+        description="Undelivered body bytes held before ingress answers 503.",
     )
     max_spool_events: int = Field(
         default=1_000_000, ge=1, description="Undelivered events held before ingress answers 503."
@@ -230,10 +234,15 @@ class Settings(BaseSettings):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"sink names must be unique: {', '.join(dupes)}")
-        if self.admin.enabled and (self.admin.host, self.admin.port) == (
-            self.ingress.host,
-            self.ingress.port,
-        ) and self.admin.port != 0:
+        if (
+            self.admin.enabled
+            and (self.admin.host, self.admin.port)
+            == (
+                self.ingress.host,
+                self.ingress.port,
+            )
+            and self.admin.port != 0
+        ):
             raise ValueError("admin and ingress listeners cannot share host and port")
         return self
 

@@ -1,6 +1,12 @@
 """Sinks: where stored BIGHUB events are exported. Never imports ``receiver``."""
 
-from sinks._registry import ENTRY_POINT_GROUP, UnknownSinkTypeError, build_sink, sink_type, sink_types
+from sinks._registry import (
+    ENTRY_POINT_GROUP,
+    UnknownSinkTypeError,
+    build_sink,
+    sink_type,
+    sink_types,
+)
 from sinks.base import (
     SCHEMA_VERSION,
     Event,

@@ -135,9 +135,9 @@ class Event:
 
     def export_json(self) -> bytes:
         """The export record as one line of compact UTF-8 JSON, without newline."""
-        return json.dumps(
-            self.export_record(), separators=(",", ":"), ensure_ascii=False
-        ).encode("utf-8")
+        return json.dumps(self.export_record(), separators=(",", ":"), ensure_ascii=False).encode(
+            "utf-8"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +166,9 @@ class SinkConfig(BaseModel):
         description='Glob patterns over event types routed to this sink, e.g. "decision_event.*".',
         min_length=1,
     )
-    batch_max_events: int = Field(default=500, ge=1, le=100_000, description="Most events per send.")
+    batch_max_events: int = Field(
+        default=500, ge=1, le=100_000, description="Most events per send."
+    )
     batch_max_bytes: int = Field(
         default=4 * 1024 * 1024, ge=1024, description="Most body bytes per send (approximate)."
     )

@@ -6,6 +6,7 @@ stdout belongs to this sink alone; logs go to stderr.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from collections.abc import Sequence
 from typing import BinaryIO, ClassVar, Literal
@@ -55,10 +56,10 @@ class StdoutSink:
         out.flush()
 
     async def health(self) -> SinkHealth:
-        return SinkHealth(ok=not self._out().closed, detail="" if not self._out().closed else "closed")
+        return SinkHealth(
+            ok=not self._out().closed, detail="" if not self._out().closed else "closed"
+        )
 
     async def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError, ValueError):
             self._out().flush()
-        except (OSError, ValueError):
-            pass

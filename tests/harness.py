@@ -94,7 +94,12 @@ def signed_headers(body: bytes, *, secret: str = SECRET, ts: int | None = None) 
 
 def event_body(event_id: str, event_type: str = "decision_event.created", **extra: Any) -> bytes:
     return json.dumps(
-        {"event_id": event_id, "event_type": event_type, "created_at": "2026-11-24T08:00:00Z", **extra},
+        {
+            "event_id": event_id,
+            "event_type": event_type,
+            "created_at": "2026-11-24T08:00:00Z",
+            **extra,
+        },
         separators=(",", ":"),
     ).encode()
 
@@ -167,7 +172,9 @@ class ReceiverProcess:
     def exported(self) -> list[dict[str, Any]]:
         if not self.stdout_path.exists():
             return []
-        return [json.loads(line) for line in self.stdout_path.read_text().splitlines() if line.strip()]
+        return [
+            json.loads(line) for line in self.stdout_path.read_text().splitlines() if line.strip()
+        ]
 
     def wait_exported(self, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout

@@ -28,6 +28,7 @@ __all__ = [
     "IngestResult",
     "NewEvent",
     "PendingSummary",
+    "ReplayRecord",
     "RetryUpdate",
     "SinkStats",
     "Store",
@@ -109,6 +110,17 @@ class SinkStats:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplayRecord:
+    """One replay the reconciler asked BIGHUB for (the replay ledger)."""
+
+    webhook_id: str
+    delivery_id: str
+    event_id: str | None
+    requested_at: float
+    outcome: str  # "requested" | "failed: <reason>" | ...
+
+
+@dataclass(frozen=True, slots=True)
 class StoreStats:
     spool_bytes: int
     spool_events: int
@@ -158,6 +170,12 @@ class Store(Protocol):
     ) -> int: ...
 
     async def has_event(self, source: str, event_id: str) -> bool: ...
+
+    async def record_replay(self, record: ReplayRecord) -> None:
+        """Remember a replay request (insert or replace by webhook + delivery id)."""
+
+    async def replays_since(self, webhook_id: str, since: float) -> dict[str, ReplayRecord]:
+        """Replays asked for ``webhook_id`` at or after ``since``, by delivery id."""
 
     async def stats(self) -> StoreStats: ...
 

@@ -17,12 +17,14 @@ CLI commands such as ``dead-letters`` share it through SQLite's own locking.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,6 +36,7 @@ from receiver.store.base import (
     IngestResult,
     NewEvent,
     PendingSummary,
+    ReplayRecord,
     RetryUpdate,
     SinkStats,
     StoreStats,
@@ -77,6 +80,14 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (sink, state, id);
 CREATE INDEX IF NOT EXISTS outbox_event ON outbox (event_seq);
+CREATE TABLE IF NOT EXISTS replays (
+    webhook_id   TEXT NOT NULL,
+    delivery_id  TEXT NOT NULL,
+    event_id     TEXT,
+    requested_at REAL NOT NULL,
+    outcome      TEXT NOT NULL,
+    PRIMARY KEY (webhook_id, delivery_id)
+);
 """
 
 _EVENT_COLS = (
@@ -197,12 +208,10 @@ class SQLiteStore:
     async def close(self) -> None:
         if self._writer is not None:
             self._writer.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
-            except asyncio.CancelledError:
-                pass
             self._writer = None
-        for item, fut in self._queue:
+        for _, fut in self._queue:
             if not fut.done():
                 fut.set_exception(StoreError("store closed"))
         self._queue.clear()
@@ -234,13 +243,13 @@ class SQLiteStore:
                 batch, self._queue = self._queue[:_GROUP_MAX], self._queue[_GROUP_MAX:]
                 items = [item for item, _ in batch]
                 try:
-                    results = await self._on(self._ingest_pool, lambda: self._commit(items))
+                    results = await self._on(self._ingest_pool, partial(self._commit, items))
                 except StoreError as exc:
                     for _, fut in batch:
                         if not fut.done():
                             fut.set_exception(exc)
                     continue
-                for (_, fut), result in zip(batch, results):
+                for (_, fut), result in zip(batch, results, strict=True):
                     if not fut.done():
                         fut.set_result(result)
 
@@ -274,9 +283,18 @@ class SQLiteStore:
                     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
                     " ON CONFLICT (source, event_id) DO NOTHING RETURNING seq",
                     (
-                        ev.source, ev.event_id, ev.id_origin, ev.event_type, ev.category,
-                        ev.occurred_at, ev.received_at, ev.delivery_id, ev.signature,
-                        ev.timestamp, len(ev.body), ev.body,
+                        ev.source,
+                        ev.event_id,
+                        ev.id_origin,
+                        ev.event_type,
+                        ev.category,
+                        ev.occurred_at,
+                        ev.received_at,
+                        ev.delivery_id,
+                        ev.signature,
+                        ev.timestamp,
+                        len(ev.body),
+                        ev.body,
                     ),
                 ).fetchone()
                 if row is None:
@@ -393,7 +411,10 @@ class SQLiteStore:
                 db.executemany(
                     "UPDATE outbox SET attempts = attempts + ?, next_attempt_at = ?,"
                     " lease_until = 0, last_error = ? WHERE id = ? AND state = 'pending'",
-                    [(int(u.charge), u.next_attempt_at, u.error[:500], u.outbox_id) for u in updates],
+                    [
+                        (int(u.charge), u.next_attempt_at, u.error[:500], u.outbox_id)
+                        for u in updates
+                    ],
                 )
 
         if updates:
@@ -421,7 +442,7 @@ class SQLiteStore:
 
     @staticmethod
     def _where_dead(sink: str | None, ids: Sequence[int] | None) -> tuple[str, list[Any]]:
-        clause, args = "state = 'dead'", []
+        clause, args = "state = 'dead'", list[Any]()
         if sink is not None:
             clause += " AND sink = ?"
             args.append(sink)
@@ -443,7 +464,10 @@ class SQLiteStore:
                 " AND o.id > ? ORDER BY o.id LIMIT ?",
                 (*args, after_id, limit),
             ).fetchall()
-            return [DeadLetter(r[0], r[1], r[2], r[3], r[4], r[5], r[6] or 0.0, r[7] or "") for r in rows]
+            return [
+                DeadLetter(r[0], r[1], r[2], r[3], r[4], r[5], r[6] or 0.0, r[7] or "")
+                for r in rows
+            ]
 
         return await self._work(run)
 
@@ -494,6 +518,34 @@ class SQLiteStore:
         )
         return row is not None
 
+    async def record_replay(self, record: ReplayRecord) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute(
+                    "INSERT OR REPLACE INTO replays VALUES (?, ?, ?, ?, ?)",
+                    (
+                        record.webhook_id,
+                        record.delivery_id,
+                        record.event_id,
+                        record.requested_at,
+                        record.outcome[:500],
+                    ),
+                )
+
+        await self._work(run)
+
+    async def replays_since(self, webhook_id: str, since: float) -> dict[str, ReplayRecord]:
+        def run(db: sqlite3.Connection) -> dict[str, ReplayRecord]:
+            rows = db.execute(
+                "SELECT webhook_id, delivery_id, event_id, requested_at, outcome FROM replays"
+                " WHERE webhook_id = ? AND requested_at >= ?",
+                (webhook_id, since),
+            ).fetchall()
+            return {r[1]: ReplayRecord(*r) for r in rows}
+
+        return await self._work(run)
+
     async def _refresh_spool(self) -> None:
         def run(db: sqlite3.Connection) -> tuple[int, int]:
             b, n = db.execute(
@@ -533,6 +585,7 @@ class SQLiteStore:
                 cur = db.execute(
                     "DELETE FROM events WHERE body IS NULL AND received_at < ?", (cutoff,)
                 )
+                db.execute("DELETE FROM replays WHERE requested_at < ?", (cutoff,))
                 return cur.rowcount
 
         return await self._work(run)
