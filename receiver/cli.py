@@ -269,6 +269,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from receiver.log import configure_logging
+    from receiver.settings import LogSettings
+
+    # Defaults until serve reads the configured level/format; logs never touch stdout.
+    configure_logging(LogSettings())
     try:
         return int(args.func(args))
     except ConfigError as exc:

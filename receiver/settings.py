@@ -261,15 +261,20 @@ def settings_class() -> type[Settings]:
 
 def _format_errors(exc: ValidationError) -> list[str]:
     lines = []
+    types = sorted(sink_types())
+    unknown_type = f"unknown sink type; available: {', '.join(types)}"
     for err in exc.errors(include_input=False, include_url=False):
         loc = [str(p) for p in err["loc"]]
         msg = err["msg"]
-        if loc[:1] == ["sinks"] and len(loc) >= 3 and not loc[2].isdigit():
+        in_sinks = loc[:1] == ["sinks"]
+        if in_sinks and len(loc) >= 3 and loc[2] in types and len(types) > 1:
             del loc[2]  # the union tag pydantic inserts; the user never wrote it
         if err["type"] in {"union_tag_invalid", "union_tag_not_found"}:
             loc.append("type")
             if err["type"] == "union_tag_invalid":
-                msg = f"unknown sink type; available: {', '.join(sorted(sink_types()))}"
+                msg = unknown_type
+        if in_sinks and loc[-1] == "type" and err["type"] == "literal_error":
+            msg = unknown_type  # only one sink type registered: no union, a literal check
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         lines.append(f"{'.'.join(loc) or '(root)'}: {msg}")

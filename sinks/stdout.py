@@ -47,8 +47,8 @@ class StdoutSink:
         try:
             # A full pipe blocks; keep the event loop free.
             await asyncio.to_thread(self._write, data)
-        except OSError as exc:  # a closed or broken pipe: the reader may come back
-            raise RetryableSinkError(f"stdout write failed: {exc.strerror or exc}") from exc
+        except (OSError, ValueError) as exc:  # broken pipe or closed stream
+            raise RetryableSinkError(f"stdout write failed: {type(exc).__name__}") from exc
 
     def _write(self, data: bytes) -> None:
         out = self._out()

@@ -1,0 +1,121 @@
+"""Envelope parsing: where ids, types and times come from, and what is refused."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from receiver.envelope import category_of, parse_envelope
+from receiver.errors import EnvelopeError
+
+NAMES = {
+    "event_id": "x-bighub-event-id",
+    "event_type": "x-bighub-event",
+    "delivery_id": "x-bighub-delivery-id",
+}
+
+
+def parse(obj: object, headers: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    body = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
+    return parse_envelope(body, headers or {}, NAMES)
+
+
+def test_body_event_id_wins() -> None:
+    """event_id in the body is preferred over id and the header."""
+    env = parse({"event_id": "a", "id": "b", "event_type": "rule.x"}, {"x-bighub-event-id": "c"})
+    assert (env.event_id, env.id_origin) == ("a", "body.event_id")
+
+
+def test_id_then_header_then_hash() -> None:
+    """Fallbacks: body id, then the header, then the SHA-256 of the raw body."""
+    assert parse({"id": 42, "type": "rule.x"}).event_id == "42"
+    env = parse({"type": "rule.x"}, {"x-bighub-event-id": "hdr-1"})
+    assert (env.event_id, env.id_origin) == ("hdr-1", "header")
+    raw = b'{"type":"rule.x"}'
+    env = parse(raw)
+    assert (env.event_id, env.id_origin) == (hashlib.sha256(raw).hexdigest(), "sha256")
+
+
+def test_type_sources_and_categories() -> None:
+    """Type from event_type, type, or the header; category from its prefix."""
+    assert parse({"event_type": "decision_event.created"}).category == "decision"
+    assert parse({"type": "rule.patch_applied"}).category == "rule"
+    assert parse({}, {"x-bighub-event": "approval.created"}).category == "approval"
+    assert parse({"type": "signal.new"}).category == "other"
+    assert category_of("decision_eventx.created") == "other"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2026-11-24T08:00:00Z", "2026-11-24T08:00:00.000+00:00"),
+        ("2026-11-24T10:00:00+02:00", "2026-11-24T08:00:00.000+00:00"),
+        (1_795_500_000, "2026-11-24T06:00:00.000+00:00"),
+        (1_795_500_000_123, "2026-11-24T06:00:00.123+00:00"),
+        ("yesterday", None),
+        (True, None),
+    ],
+)
+def test_occurred_at(value: object, expected: str | None) -> None:
+    """ISO 8601 and epoch (s or ms) times normalise to UTC; junk is tolerated as None."""
+    assert parse({"type": "rule.x", "created_at": value}).occurred_at == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b"[1,2]", "invalid_envelope"),
+        (b"null", "invalid_envelope"),
+        (b"not json", "invalid_json"),
+        (b"\xff\xfe{}", "invalid_json"),
+        (b'{"type": NaN}', "invalid_json"),
+        (b"{}", "invalid_event_type"),
+        (b'{"type": 5}', "invalid_event_type"),
+        (b'{"type": "bad type with spaces"}', "invalid_event_type"),
+        (b'{"type": "rule.x", "event_id": ""}', "invalid_event_id"),
+        (b'{"type": "rule.x", "event_id": "a\\nb"}', "invalid_event_id"),
+        (b'{"type": "rule.x", "event_id": {"x": 1}}', "invalid_event_id"),
+        (b"[" * 100_000 + b"]" * 100_000, "invalid_json"),
+    ],
+)
+def test_refused(body: bytes, code: str) -> None:
+    """Bodies that are not a usable event are refused with a stable code."""
+    with pytest.raises(EnvelopeError) as err:
+        parse(body)
+    assert err.value.code == code
+
+
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_only_envelope_errors(body: bytes) -> None:
+    """Any bytes give an Envelope or an EnvelopeError, never another exception."""
+    try:
+        env = parse(body)
+    except EnvelopeError:
+        return
+    assert env.event_id
+    assert env.event_type
+
+
+@given(
+    st.dictionaries(
+        st.text(max_size=10),
+        st.recursive(
+            st.none()
+            | st.booleans()
+            | st.integers()
+            | st.floats(allow_nan=False)
+            | st.text(max_size=20),
+            lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+            max_leaves=10,
+        ),
+    )
+)
+def test_arbitrary_objects(obj: dict[str, object]) -> None:
+    """Arbitrary JSON objects give an Envelope or an EnvelopeError."""
+    with contextlib.suppress(EnvelopeError):
+        parse(obj)

@@ -1,0 +1,139 @@
+"""Configuration: the documented shape, env overrides, secret references, and check-config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from receiver.cli import main
+from receiver.errors import ConfigError
+from receiver.settings import load_settings
+
+ISSUE_SHAPE = """
+[ingress]
+host = "127.0.0.1"
+port = 8080
+path = "/webhooks/bighub"
+secrets = ["env:BIGHUB_WEBHOOK_SECRET"]
+tolerance_seconds = 300
+max_body_bytes = 1048576
+[store]
+url = "sqlite:///var/spool.db"
+[admin]
+host = "127.0.0.1"
+port = 9464
+token = "env:BIGHUB_SIEM_ADMIN_TOKEN"
+[[sinks]]
+name = "console"
+type = "stdout"
+events = ["*"]
+"""
+
+WEBHOOK = "whsec-test-0123456789abcdef"
+ADMIN = "admin-token-0123456789abcdef"
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BIGHUB_WEBHOOK_SECRET", WEBHOOK)
+    monkeypatch.setenv("BIGHUB_SIEM_ADMIN_TOKEN", ADMIN)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    return path
+
+
+def test_documented_shape_loads(tmp_path: Path, env: None) -> None:
+    """The exact configuration from the docs loads, with secrets resolved."""
+    s = load_settings(write(tmp_path, ISSUE_SHAPE))
+    assert s.ingress.secrets[0].get_secret_value() == WEBHOOK
+    assert s.admin.token is not None
+    assert s.admin.token.get_secret_value() == ADMIN
+    assert [(k.name, k.type, k.events) for k in s.sinks] == [("console", "stdout", ["*"])]
+    assert WEBHOOK not in repr(s)
+    assert ADMIN not in repr(s)
+
+
+def test_env_overrides_file(tmp_path: Path, env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """BIGHUB_SIEM_ variables with __ nesting override the file."""
+    monkeypatch.setenv("BIGHUB_SIEM_INGRESS__PORT", "9999")
+    monkeypatch.setenv("BIGHUB_SIEM_STORE__MAX_SPOOL_EVENTS", "42")
+    s = load_settings(write(tmp_path, ISSUE_SHAPE))
+    assert (s.ingress.port, s.store.max_spool_events) == (9999, 42)
+
+
+def test_file_secret_reference(tmp_path: Path, env: None) -> None:
+    """file: references are read and their trailing newline dropped."""
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("from-a-file-0123456789\n")
+    s = load_settings(
+        write(tmp_path, ISSUE_SHAPE.replace("env:BIGHUB_WEBHOOK_SECRET", f"file:{secret_file}"))
+    )
+    assert s.ingress.secrets[0].get_secret_value() == "from-a-file-0123456789"
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "message"),
+    [
+        (("[store]", "[store]\nurll = 1"), "store.urll", "unknown key"),
+        (("port = 8080", 'port = "eighty"'), "ingress.port", "integer"),
+        (('type = "stdout"', 'type = "carrier-pigeon"'), "sinks.0.type", "unknown sink type"),
+        (
+            ("env:BIGHUB_WEBHOOK_SECRET", "env:NOT_SET_ANYWHERE_XYZ"),
+            "ingress.secrets.0",
+            "NOT_SET_ANYWHERE_XYZ",
+        ),
+        (
+            ("env:BIGHUB_WEBHOOK_SECRET", "file:/nonexistent/secret"),
+            "ingress.secrets.0",
+            "cannot read",
+        ),
+        (
+            ('"env:BIGHUB_WEBHOOK_SECRET"', '"short-secret"'),
+            "ingress.secrets.0",
+            "shorter than 16 bytes",
+        ),
+        (('events = ["*"]', 'events = ["*"]\nbogus = true'), "sinks.0.bogus", "unknown key"),
+        (("[store]", "surprise = 1\n[store]"), "surprise", "unknown key"),
+    ],
+)
+def test_check_config_names_the_bad_key(
+    tmp_path: Path,
+    env: None,
+    capsys: pytest.CaptureFixture[str],
+    change: tuple[str, str],
+    key: str,
+    message: str,
+) -> None:
+    """check-config exits 2 naming the bad key, and never prints a secret."""
+    path = write(tmp_path, ISSUE_SHAPE.replace(*change, 1))
+    assert main(["check-config", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{key}: " in err
+    assert message in err
+    assert "short-secret" not in err
+    assert WEBHOOK not in err
+
+
+def test_check_config_ok(tmp_path: Path, env: None, capsys: pytest.CaptureFixture[str]) -> None:
+    """A valid file passes with a one-line summary."""
+    assert main(["check-config", "--config", str(write(tmp_path, ISSUE_SHAPE))]) == 0
+    assert "config ok" in capsys.readouterr().out
+
+
+def test_duplicate_sink_names(tmp_path: Path, env: None) -> None:
+    """Two sinks with one name are refused."""
+    text = ISSUE_SHAPE + '[[sinks]]\nname = "console"\ntype = "stdout"\n'
+    with pytest.raises(ConfigError, match="unique"):
+        load_settings(write(tmp_path, text))
+
+
+def test_unreadable_and_invalid_toml(tmp_path: Path) -> None:
+    """A missing file or broken TOML is a ConfigError, not a traceback."""
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings(tmp_path / "missing.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(write(tmp_path, "[ingress\n"))
