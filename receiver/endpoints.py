@@ -9,7 +9,6 @@ to a new event goes out only after the store's durable commit.
 from __future__ import annotations
 
 import time
-import uuid
 
 import structlog
 from starlette.requests import Request
@@ -23,7 +22,7 @@ from receiver.store import IngestOutcome, NewEvent
 
 __all__ = ["healthz", "readyz", "webhook"]
 
-log = structlog.get_logger("bighub_siem.ingress")
+log = structlog.get_logger().bind(component="bighub_siem.ingress")
 
 
 class _Refusal(Exception):
@@ -125,7 +124,7 @@ async def webhook(request: Request) -> Response:
     service: Service = request.app.state.service
     started = time.perf_counter()
     structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(request_id=uuid.uuid4().hex[:16])
+    structlog.contextvars.bind_contextvars(request_id=service.next_request_id())
     service.metrics.received.inc()
     try:
         status, payload = await _handle(request, service)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import os
 import time
 from collections.abc import Callable
 
@@ -21,7 +23,7 @@ from sinks import build_sink
 
 __all__ = ["Service"]
 
-log = structlog.get_logger("bighub_siem.service")
+log = structlog.get_logger().bind(component="bighub_siem.service")
 
 
 class Service:
@@ -44,6 +46,13 @@ class Service:
         self.dispatch = dispatch
         self.dispatchers: dict[str, Dispatcher] = {}
         self._upkeep: asyncio.Task[None] | None = None
+        # Request ids: a per-start random prefix plus a counter; uuid4 per request costs a
+        # getrandom() syscall on the hot path for no benefit.
+        self._request_prefix = os.urandom(4).hex()
+        self._request_counter = itertools.count(1)
+
+    def next_request_id(self) -> str:
+        return f"{self._request_prefix}-{next(self._request_counter):x}"
 
     async def start(self) -> None:
         await self.store.open()

@@ -121,6 +121,25 @@ class Event:
 
     def export_record(self) -> dict[str, Any]:
         """The export record of schema version 1 (see README, "Export record")."""
+        return {**self.export_record_head(), "payload": self.payload()}
+
+    def export_json(self) -> bytes:
+        """The export record as one line of compact UTF-8 JSON, without newline.
+
+        The payload is the body spliced in byte for byte (numbers, key order and
+        escapes exactly as BIGHUB sent them) when it is a single line; a body with
+        line breaks between tokens is re-encoded compactly so the record stays one line.
+        """
+        head = dict(self.export_record_head())
+        body = self.body.strip(b" \t\r\n")
+        if b"\n" in body or b"\r" in body:
+            head["payload"] = self.payload()
+            return json.dumps(head, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        prefix = json.dumps(head, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return prefix[:-1] + b',"payload":' + body + b"}"
+
+    def export_record_head(self) -> dict[str, Any]:
+        """The export record without its payload."""
         return {
             "schema_version": SCHEMA_VERSION,
             "event_id": self.event_id,
@@ -130,14 +149,7 @@ class Event:
             "received_at": _iso(self.received_at),
             "source": self.source,
             "delivery_id": self.delivery_id,
-            "payload": self.payload(),
         }
-
-    def export_json(self) -> bytes:
-        """The export record as one line of compact UTF-8 JSON, without newline."""
-        return json.dumps(self.export_record(), separators=(",", ":"), ensure_ascii=False).encode(
-            "utf-8"
-        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,14 +1,17 @@
 """The embedded store: one SQLite file in WAL mode.
 
-Two connections, each on its own thread:
+All writes go through one connection on one thread, so writers never wait on
+SQLite's file lock (whose busy handler sleeps in coarse steps); reads (summaries,
+listings, metrics) use a second connection on its own thread, which WAL lets run
+beside a write.
 
-- the *ingest* connection runs with ``synchronous=FULL``: a commit returns only
-  after the WAL is fsynced, and only then does the HTTP answer go out. Requests
-  that arrive while a commit is in flight are queued and committed together in
-  the next transaction (group commit), so one fsync serves many requests.
-- the *work* connection (claims, delivery marks, admin) runs with
-  ``synchronous=NORMAL``: losing a delivery mark in a power cut means the event is
-  sent again, which at-least-once delivery allows; it never loses an event.
+- ingest commits run with ``synchronous=FULL``: a commit returns only after the WAL
+  is fsynced, and only then does the HTTP answer go out. Requests that arrive while
+  a commit is in flight are queued and committed together in the next transaction
+  (group commit), so one fsync serves many requests.
+- dispatch bookkeeping (claims, delivery marks) runs with ``synchronous=NORMAL``:
+  losing a delivery mark in a power cut means the event is sent again, which
+  at-least-once delivery allows; it never loses an event.
 
 One ``serve`` process owns a file at a time (an exclusive lock file enforces it);
 CLI commands such as ``dead-letters`` share it through SQLite's own locking.
@@ -142,10 +145,10 @@ class SQLiteStore:
         self.max_spool_events = max_spool_events
         self._exclusive = exclusive
         self._lock_fd: int | None = None
-        self._ingest_pool = ThreadPoolExecutor(1, thread_name_prefix="sqlite-ingest")
-        self._work_pool = ThreadPoolExecutor(1, thread_name_prefix="sqlite-work")
-        self._ingest_db: sqlite3.Connection | None = None
-        self._work_db: sqlite3.Connection | None = None
+        self._write_pool = ThreadPoolExecutor(1, thread_name_prefix="sqlite-write")
+        self._read_pool = ThreadPoolExecutor(1, thread_name_prefix="sqlite-read")
+        self._write_db: sqlite3.Connection | None = None
+        self._read_db: sqlite3.Connection | None = None
         self._queue: list[tuple[NewEvent, asyncio.Future[IngestResult]]] = []
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -155,10 +158,10 @@ class SQLiteStore:
 
     # -- plumbing ---------------------------------------------------------------
 
-    def _connect(self, synchronous: str) -> sqlite3.Connection:
+    def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
         db.execute("PRAGMA journal_mode=WAL")
-        db.execute(f"PRAGMA synchronous={synchronous}")
+        db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA foreign_keys=ON")
         db.execute("PRAGMA busy_timeout=30000")
         return db
@@ -171,18 +174,30 @@ class SQLiteStore:
             raise StoreError(f"sqlite: {exc}") from exc
 
     async def _work(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        db = self._work_db
+        """Run a bookkeeping write on the writer thread (synchronous=NORMAL)."""
+        db = self._write_db
         if db is None:
             raise StoreError("store is not open")
-        return await self._on(self._work_pool, lambda: fn(db))
+
+        def run() -> T:
+            db.execute("PRAGMA synchronous=NORMAL")
+            return fn(db)
+
+        return await self._on(self._write_pool, run)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        db = self._read_db
+        if db is None:
+            raise StoreError("store is not open")
+        return await self._on(self._read_pool, lambda: fn(db))
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self._exclusive:
             self._take_lock()
-        self._ingest_db = await self._on(self._ingest_pool, lambda: self._connect("FULL"))
-        self._work_db = await self._on(self._work_pool, lambda: self._connect("NORMAL"))
+        self._write_db = await self._on(self._write_pool, self._connect)
         await self._work(self._migrate)
+        self._read_db = await self._on(self._read_pool, self._connect)
         await self._refresh_spool()
         self._writer = asyncio.create_task(self._write_loop(), name="sqlite-group-commit")
 
@@ -215,12 +230,12 @@ class SQLiteStore:
             if not fut.done():
                 fut.set_exception(StoreError("store closed"))
         self._queue.clear()
-        for db, pool in ((self._ingest_db, self._ingest_pool), (self._work_db, self._work_pool)):
+        for db, pool in ((self._write_db, self._write_pool), (self._read_db, self._read_pool)):
             if db is not None:
                 await asyncio.get_running_loop().run_in_executor(pool, db.close)
-        self._ingest_db = self._work_db = None
-        self._ingest_pool.shutdown(wait=True)
-        self._work_pool.shutdown(wait=True)
+        self._write_db = self._read_db = None
+        self._write_pool.shutdown(wait=True)
+        self._read_pool.shutdown(wait=True)
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -243,7 +258,7 @@ class SQLiteStore:
                 batch, self._queue = self._queue[:_GROUP_MAX], self._queue[_GROUP_MAX:]
                 items = [item for item, _ in batch]
                 try:
-                    results = await self._on(self._ingest_pool, partial(self._commit, items))
+                    results = await self._on(self._write_pool, partial(self._commit, items))
                 except StoreError as exc:
                     for _, fut in batch:
                         if not fut.done():
@@ -254,9 +269,10 @@ class SQLiteStore:
                         fut.set_result(result)
 
     def _commit(self, items: Sequence[NewEvent]) -> list[IngestResult]:
-        db = self._ingest_db
+        db = self._write_db
         if db is None:
             raise sqlite3.OperationalError("store is not open")
+        db.execute("PRAGMA synchronous=FULL")  # this commit is what the 2xx promises
         results: list[IngestResult] = []
         with self._spool_lock:
             spool_bytes, spool_events = self._spool_bytes, self._spool_events
@@ -373,7 +389,7 @@ class SQLiteStore:
             ).fetchone()
             return PendingSummary(int(due), oldest, next_due)
 
-        return await self._work(run)
+        return await self._read(run)
 
     def _release_bodies(self, db: sqlite3.Connection, outbox_ids: Sequence[int]) -> None:
         freed = db.execute(
@@ -469,7 +485,7 @@ class SQLiteStore:
                 for r in rows
             ]
 
-        return await self._work(run)
+        return await self._read(run)
 
     async def requeue_dead(
         self, *, sink: str | None = None, ids: Sequence[int] | None = None, now: float
@@ -511,7 +527,7 @@ class SQLiteStore:
     # -- queries and upkeep -------------------------------------------------------
 
     async def has_event(self, source: str, event_id: str) -> bool:
-        row = await self._work(
+        row = await self._read(
             lambda db: db.execute(
                 "SELECT 1 FROM events WHERE source = ? AND event_id = ?", (source, event_id)
             ).fetchone()
@@ -544,7 +560,7 @@ class SQLiteStore:
             ).fetchall()
             return {r[1]: ReplayRecord(*r) for r in rows}
 
-        return await self._work(run)
+        return await self._read(run)
 
     async def _refresh_spool(self) -> None:
         def run(db: sqlite3.Connection) -> tuple[int, int]:
@@ -553,7 +569,7 @@ class SQLiteStore:
             ).fetchone()
             return int(b), int(n)
 
-        b, n = await self._work(run)
+        b, n = await self._read(run)
         with self._spool_lock:
             self._spool_bytes, self._spool_events = b, n
 
@@ -571,7 +587,7 @@ class SQLiteStore:
             return int(held), per
 
         await self._refresh_spool()
-        held, per = await self._work(run)
+        held, per = await self._read(run)
         with self._spool_lock:
             return StoreStats(self._spool_bytes, self._spool_events, held, per)
 

@@ -31,13 +31,14 @@ def run(coro):  # type: ignore[no-untyped-def]
 
 
 def test_wal_and_full_sync(tmp_path: Path) -> None:
-    """The ingest connection uses WAL with synchronous=FULL (fsync before the 2xx)."""
+    """Ingest commits run in WAL mode with synchronous=FULL (fsync before the 2xx)."""
 
     async def go() -> tuple[str, int]:
         store = SQLiteStore(tmp_path / "s.db")
         await store.open()
         try:
-            db = store._ingest_db
+            await store.ingest(EV)
+            db = store._write_db
             assert db is not None
             mode = db.execute("PRAGMA journal_mode").fetchone()[0]
             sync = db.execute("PRAGMA synchronous").fetchone()[0]
