@@ -24,6 +24,7 @@ from pydantic import SecretStr
 
 from receiver import signatures
 from receiver.errors import ConfigError, StoreError
+from receiver.log import flush_logs
 from receiver.settings import Settings, load_settings, resolve_secret
 
 __all__ = ["main"]
@@ -93,13 +94,22 @@ async def _serve(settings: Settings) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
+    flusher = asyncio.create_task(_flush_logs_periodically())
     try:
         await asyncio.gather(*(s.serve() for s in servers))
     finally:
         # Listeners are closed first, so nothing new arrives while sinks drain.
         stop()
         await service.stop()
+        flusher.cancel()
+        flush_logs()
     return 0
+
+
+async def _flush_logs_periodically(interval: float = 0.25) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        flush_logs()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

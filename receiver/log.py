@@ -10,15 +10,19 @@ are rendered by the same processors through a handler.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import io
 import logging
 import sys
-from typing import Any
+import threading
+from typing import Any, BinaryIO
 
 import structlog
 
 from receiver.settings import LogSettings
 
-__all__ = ["configure_logging"]
+__all__ = ["StderrLogger", "configure_logging", "flush_logs"]
 
 # Keys that must never reach a log line, whatever a caller passes by mistake.
 _REDACT = frozenset({"secret", "secrets", "token", "signature", "authorization", "body", "api_key"})
@@ -28,6 +32,54 @@ def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     for key in _REDACT.intersection(event):
         event[key] = "[redacted]"
     return event
+
+
+class StderrLogger:
+    """structlog's final logger: lines to a buffered stderr.
+
+    Info and debug lines are buffered (flushed by ``flush_logs()``, which ``serve``
+    calls every 250 ms, when the buffer fills, and at exit): a write syscall per
+    request line cost a quarter of the request path's CPU. Warnings and errors are
+    flushed at once, so what matters for an incident is never held back.
+    """
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def _write(self, message: str, flush: bool) -> None:
+        data = message.encode("utf-8", "replace") + b"\n"
+        with self._lock:
+            self._stream.write(data)
+            if flush:
+                self._stream.flush()
+
+    def debug(self, message: str) -> None:
+        self._write(message, False)
+
+    info = debug
+
+    def warning(self, message: str) -> None:
+        self._write(message, True)
+
+    warn = error = critical = exception = fatal = msg = warning
+
+    def flush(self) -> None:
+        with self._lock:
+            self._stream.flush()
+
+
+_STDERR = StderrLogger(
+    io.BufferedWriter(io.FileIO(2, "wb", closefd=False), buffer_size=64 * 1024)
+)
+atexit.register(_STDERR.flush)
+
+
+def flush_logs() -> None:
+    """Write out buffered log lines."""
+    # stderr closed: nothing we can do, and logging must never fail a request.
+    with contextlib.suppress(OSError, ValueError):
+        _STDERR.flush()
 
 
 def configure_logging(settings: LogSettings) -> None:
@@ -46,7 +98,7 @@ def configure_logging(settings: LogSettings) -> None:
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
+        logger_factory=lambda *args: _STDERR,
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stderr)
