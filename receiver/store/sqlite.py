@@ -562,19 +562,30 @@ class SQLiteStore:
 
         return await self._read(run)
 
-    async def _refresh_spool(self) -> None:
-        def run(db: sqlite3.Connection) -> tuple[int, int]:
-            b, n = db.execute(
-                "SELECT coalesce(sum(size), 0), count(*) FROM events WHERE body IS NOT NULL"
-            ).fetchone()
-            return int(b), int(n)
+    @staticmethod
+    def _spool_totals(db: sqlite3.Connection) -> tuple[int, int]:
+        b, n = db.execute(
+            "SELECT coalesce(sum(size), 0), count(*) FROM events WHERE body IS NOT NULL"
+        ).fetchone()
+        return int(b), int(n)
 
-        b, n = await self._read(run)
-        with self._spool_lock:
-            self._spool_bytes, self._spool_events = b, n
+    async def _refresh_spool(self) -> None:
+        """Recount the quota counters from the file (others may have purged).
+
+        Runs on the writer thread, where every other counter change happens, so no
+        commit can slip between the count and the assignment.
+        """
+
+        def run(db: sqlite3.Connection) -> None:
+            b, n = self._spool_totals(db)
+            with self._spool_lock:
+                self._spool_bytes, self._spool_events = b, n
+
+        await self._work(run)
 
     async def stats(self) -> StoreStats:
-        def run(db: sqlite3.Connection) -> tuple[int, dict[str, SinkStats]]:
+        def run(db: sqlite3.Connection) -> tuple[int, int, int, dict[str, SinkStats]]:
+            spool_bytes, spool_events = self._spool_totals(db)
             (held,) = db.execute("SELECT count(*) FROM events").fetchone()
             per: dict[str, SinkStats] = {}
             for sink, pending, dead, oldest in db.execute(
@@ -584,12 +595,10 @@ class SQLiteStore:
                 " WHERE o.state != 'delivered' GROUP BY o.sink"
             ):
                 per[sink] = SinkStats(int(pending), int(dead), oldest)
-            return int(held), per
+            return spool_bytes, spool_events, int(held), per
 
-        await self._refresh_spool()
-        held, per = await self._read(run)
-        with self._spool_lock:
-            return StoreStats(self._spool_bytes, self._spool_events, held, per)
+        spool_bytes, spool_events, held, per = await self._read(run)
+        return StoreStats(spool_bytes, spool_events, held, per)
 
     async def prune(self, *, now: float) -> int:
         cutoff = now - self.dedup_window_seconds
@@ -604,7 +613,9 @@ class SQLiteStore:
                 db.execute("DELETE FROM replays WHERE requested_at < ?", (cutoff,))
                 return cur.rowcount
 
-        return await self._work(run)
+        pruned = await self._work(run)
+        await self._refresh_spool()
+        return pruned
 
     async def writable(self) -> bool:
         def run(db: sqlite3.Connection) -> bool:
