@@ -120,3 +120,6 @@ def configure_logging(settings: LogSettings) -> None:
         logging.getLogger(name).propagate = True
     # Our own request line replaces uvicorn's access log (which would log query strings).
     logging.getLogger("uvicorn.access").disabled = True
+    # Client libraries log every request at info (with URLs); keep only their warnings.
+    for name in ("httpx", "httpcore", "botocore", "kafka", "urllib3"):
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
