@@ -38,7 +38,7 @@ from sinks import (
 
 __all__ = ["Dispatcher", "backoff_delay"]
 
-log = structlog.get_logger().bind(component="bighub_siem.dispatcher")
+log = structlog.get_logger(component="bighub_siem.dispatcher")
 
 
 def backoff_delay(attempt: int, initial: float, cap: float, rng: random.Random) -> float:

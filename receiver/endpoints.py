@@ -22,7 +22,7 @@ from receiver.store import IngestOutcome, NewEvent
 
 __all__ = ["healthz", "readyz", "webhook"]
 
-log = structlog.get_logger().bind(component="bighub_siem.ingress")
+log = structlog.get_logger(component="bighub_siem.ingress")
 
 
 class _Refusal(Exception):

@@ -23,7 +23,7 @@ from sinks import build_sink
 
 __all__ = ["Service"]
 
-log = structlog.get_logger().bind(component="bighub_siem.service")
+log = structlog.get_logger(component="bighub_siem.service")
 
 
 class Service:

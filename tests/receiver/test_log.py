@@ -49,3 +49,22 @@ def test_capture_logs_of_a_delivery_attempt() -> None:
             "log_level": "info",
         }
     ]
+
+
+def test_module_loggers_never_write_to_stdout() -> None:
+    """Loggers created at import time follow configure_logging: stderr, never stdout."""
+    import subprocess
+    import sys
+
+    code = (
+        "import receiver.endpoints as e, receiver.dispatcher as d;"
+        "from receiver.log import configure_logging, flush_logs;"
+        "from receiver.settings import LogSettings;"
+        "configure_logging(LogSettings(format='json'));"
+        "e.log.info('probe_line'); d.log.warning('probe_warning'); flush_logs()"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == ""
+    assert '"event": "probe_line"' in out.stderr
+    assert '"component": "bighub_siem.ingress"' in out.stderr
