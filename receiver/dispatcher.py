@@ -81,6 +81,8 @@ class Dispatcher:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._outage = 0  # consecutive unavailable answers, for the loop's own backoff
+        self._arrived = 0  # events stored since the last look at the outbox
+        self._filling = False  # waiting for a partial batch to fill
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -89,7 +91,9 @@ class Dispatcher:
 
     def notify(self) -> None:
         """New events were stored for this sink."""
-        self._wake.set()
+        self._arrived += 1
+        if not self._filling or self._arrived >= self.config.batch_max_events:
+            self._wake.set()
 
     async def stop(self, grace_seconds: float = 10.0) -> None:
         """Finish the batch in flight (up to ``grace_seconds``), then close the sink."""
@@ -112,17 +116,22 @@ class Dispatcher:
         self.up, self.detail = up, detail
         self.metrics.snapshot.sink_up[self.name] = up
 
-    async def _sleep(self, seconds: float, *, wakeable: bool = True) -> None:
-        """Sleep, ending early on stop (and on new events when ``wakeable``)."""
+    async def _sleep(
+        self, seconds: float, *, wakeable: bool = True, until_full: bool = False
+    ) -> None:
+        """Sleep, ending early on stop, and when ``wakeable`` on new events (with
+        ``until_full``: only once a whole batch has arrived)."""
         if seconds <= 0 or self._stop.is_set():
             return
         waiters = [asyncio.ensure_future(self._stop.wait())]
         if wakeable:
             self._wake.clear()
+            self._filling = until_full
             waiters.append(asyncio.ensure_future(self._wake.wait()))
         try:
             await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            self._filling = False
             for w in waiters:
                 w.cancel()
 
@@ -158,7 +167,9 @@ class Dispatcher:
     async def _step(self) -> None:
         cfg = self.config
         now = self.clock()
-        summary = await self.store.pending_summary(self.name, now=now)
+        summary = await self.store.pending_summary(
+            self.name, now=now, limit=cfg.batch_max_events
+        )
         if summary.due == 0:
             wait = self.poll_seconds
             if summary.next_due_at is not None:
@@ -173,8 +184,10 @@ class Dispatcher:
         ):
             ready_at = summary.oldest_received_at + cfg.batch_max_wait_seconds
             if ready_at > now:
-                await self._sleep(min(ready_at - now, self.poll_seconds))
-                # Woken by new events: loop to re-check whether the batch is full.
+                # Wake early only once enough new events arrived to fill a batch, not on
+                # every single one (that turned each request into a store query).
+                self._arrived = summary.due
+                await self._sleep(min(ready_at - now, self.poll_seconds), until_full=True)
                 return
         batch = await self.store.claim(
             self.name,

@@ -85,7 +85,7 @@ class RetryUpdate:
 
 @dataclass(frozen=True, slots=True)
 class PendingSummary:
-    due: int
+    due: int  # counted up to the caller's limit
     oldest_received_at: float | None
     next_due_at: float | None
 
@@ -146,7 +146,9 @@ class Store(Protocol):
         self, sink: str, *, limit: int, max_bytes: int, now: float, lease_seconds: float
     ) -> list[Claimed]: ...
 
-    async def pending_summary(self, sink: str, *, now: float) -> PendingSummary: ...
+    async def pending_summary(self, sink: str, *, now: float, limit: int) -> PendingSummary:
+        """Due rows (counted up to ``limit``), the oldest due row's receipt time, and
+        when nothing is due, when the next pending row becomes due."""
 
     async def mark_delivered(self, outbox_ids: Sequence[int]) -> None: ...
 

@@ -374,20 +374,28 @@ class SQLiteStore:
 
         return await self._work(run)
 
-    async def pending_summary(self, sink: str, *, now: float) -> PendingSummary:
+    async def pending_summary(self, sink: str, *, now: float, limit: int) -> PendingSummary:
         def run(db: sqlite3.Connection) -> PendingSummary:
-            due, oldest = db.execute(
-                "SELECT count(*), min(e.received_at) FROM outbox o"
-                " JOIN events e ON e.seq = o.event_seq WHERE o.sink = ? AND o.state = 'pending'"
-                " AND o.next_attempt_at <= ? AND o.lease_until <= ?",
-                (sink, now, now),
+            # Bounded: a backlog of millions must not make every dispatcher wake-up O(n).
+            (due,) = db.execute(
+                "SELECT count(*) FROM (SELECT 1 FROM outbox WHERE sink = ? AND state = 'pending'"
+                " AND next_attempt_at <= ? AND lease_until <= ? ORDER BY id LIMIT ?)",
+                (sink, now, now, limit),
             ).fetchone()
+            if due:
+                (oldest,) = db.execute(
+                    "SELECT e.received_at FROM outbox o JOIN events e ON e.seq = o.event_seq"
+                    " WHERE o.sink = ? AND o.state = 'pending' AND o.next_attempt_at <= ?"
+                    " AND o.lease_until <= ? ORDER BY o.id LIMIT 1",
+                    (sink, now, now),
+                ).fetchone()
+                return PendingSummary(int(due), oldest, now)
             (next_due,) = db.execute(
                 "SELECT min(max(next_attempt_at, lease_until)) FROM outbox"
                 " WHERE sink = ? AND state = 'pending'",
                 (sink,),
             ).fetchone()
-            return PendingSummary(int(due), oldest, next_due)
+            return PendingSummary(0, None, next_due)
 
         return await self._read(run)
 
