@@ -21,9 +21,11 @@ doubtful case (no event id, an id we cannot check) leans towards asking.
 A dry run reads deliveries and the store only: no replay is asked, nothing is
 written, no metric moves.
 
-The client is synchronous (httpx); every call runs in a worker thread so the event
-loop keeps serving webhooks, including the replays the call itself triggers. Its
-errors are translated in one place, ``upstream_error``::
+The client is synchronous (httpx); every call runs in a thread of its own so the
+event loop keeps serving webhooks, including the replays the call itself triggers.
+Those threads are daemons: a call hanging until its timeout never holds up the
+receiver's shutdown (an interrupted ask is simply not in the ledger and is asked
+again next run). Its errors are translated in one place, ``upstream_error``::
 
     ReceiverError
     └── UpstreamError   kind: auth | rate_limited | server | rejected | network |
@@ -34,8 +36,10 @@ errors are translated in one place, ``upstream_error``::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -358,6 +362,34 @@ def render_table(report: RunReport) -> str:
 # -- the reconciler ---------------------------------------------------------------------
 
 
+async def _off_loop(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` in a daemon thread; unlike ``asyncio.to_thread``, a
+    call still blocked at exit does not delay the process (the default executor is
+    joined by ``asyncio.run``). Only network I/O runs there, never a store write."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[Any] = loop.create_future()
+
+    def settle(result: Any, error: Exception | None) -> None:
+        if done.cancelled():
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result)
+
+    def work() -> None:
+        try:
+            result, error = fn(*args, **kwargs), None
+        except Exception as exc:
+            result, error = None, exc
+        # RuntimeError: the loop is closed, nobody waits for this answer any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=work, name="bighub-client", daemon=True).start()
+    return await done
+
+
 class Reconciler:
     """Runs reconcile passes against the BIGHUB API; one at a time.
 
@@ -441,7 +473,7 @@ class Reconciler:
                     log.exception("reconcile_webhook_failed", webhook_id=wid)
                     rep.error("internal", f"internal: {type(exc).__name__}: {str(exc)[:200]}")
         finally:
-            await asyncio.to_thread(client.close)
+            await _off_loop(client.close)
 
     def _client(self) -> BighubClient:
         s = self.settings
@@ -456,7 +488,7 @@ class Reconciler:
 
     async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
-            return await asyncio.to_thread(fn, *args, **kwargs)
+            return await _off_loop(fn, *args, **kwargs)
         except Exception as exc:
             raise upstream_error(exc) from exc
 

@@ -143,7 +143,7 @@ class Service:
             )
 
     async def _stop_reconciler(self) -> None:
-        # Before the store closes; a client call in its thread ends within its timeout.
+        # Before the store closes. A client call still in its (daemon) thread is abandoned.
         if self._reconcile is not None:
             self._reconcile.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -130,7 +130,12 @@ class FakeBighub:
         sock.bind(("127.0.0.1", 0))  # bound before the thread starts: no port race
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
-            self._app(), log_config=None, access_log=False, lifespan="off", ws="none"
+            self._app(),
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            ws="none",
+            timeout_graceful_shutdown=1,  # a hanging fault must not hold the test's teardown
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(

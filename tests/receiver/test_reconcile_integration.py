@@ -133,6 +133,22 @@ def test_admin_replay_needs_the_token_and_survives_api_errors(
     assert API_KEY not in rp.stderr_path.read_text()
 
 
+def test_shutdown_does_not_wait_for_a_hanging_api_call(
+    bighub_api: FakeBighub, tmp_path: Path
+) -> None:
+    """SIGTERM while the start-up run waits on BIGHUB: the receiver exits at once, cleanly."""
+    rp, _wid = _receiver(tmp_path, bighub_api, interval_seconds=60, timeout_seconds=30)
+    bighub_api.inject("deliveries", 0, delay=20)  # answers after 20 s
+    with rp:
+        deadline = time.monotonic() + 10
+        while bighub_api.list_requests == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert bighub_api.list_requests == 1
+        started = time.monotonic()
+        assert rp.stop() == 0
+        assert time.monotonic() - started < 5
+
+
 def _cli(rp: ReceiverProcess, *args: str, key: str = API_KEY) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "receiver", "replay", "--config", str(rp.config_path), *args],
