@@ -1,9 +1,10 @@
-"""The tolerant deliveries parser, the error mapping and the table (no network)."""
+"""The tolerant deliveries parser, the error mapping, the table and [upstream] settings."""
 
 from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from bighub import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from receiver.errors import ConfigError
 from receiver.reconcile import (
     Delivery,
     Row,
@@ -28,6 +30,8 @@ from receiver.reconcile import (
     render_table,
     upstream_error,
 )
+from receiver.settings import load_settings
+from tests.harness import ROOT, base_config
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 
@@ -229,3 +233,48 @@ def test_table_lists_failed_deliveries_and_summary() -> None:
     assert "error: replay 1003: rate_limited: 429" in text
     assert lines[-1].startswith("dry run:")
     assert json.loads(json.dumps(RunReport(True, 0.0, webhooks=[w]).to_dict()))["ok"] is False
+
+
+def _upstream(**values: Any) -> dict[str, Any]:
+    return {"api_key": "bh_key", "webhook_ids": ["wh_1"], **values}
+
+
+@pytest.mark.parametrize(
+    ("values", "problem"),
+    [
+        ({"webhook_ids": []}, "upstream.webhook_ids"),
+        ({"webhook_ids": ["../admin"]}, "upstream.webhook_ids.0"),
+        ({"base_url": "ftp://api.bighub.io"}, "upstream.base_url"),
+        ({"base_url": "https://api.bighub.io/?x=1"}, "upstream.base_url"),
+        ({"api_key": None}, "set api_key or bearer_token"),
+        ({"interval_seconds": -1}, "upstream.interval_seconds"),
+        ({"replay_rate_per_second": 0}, "upstream.replay_rate_per_second"),
+        ({"unknown": 1}, "upstream.unknown"),
+    ],
+)
+def test_upstream_settings_are_validated(
+    tmp_path: Path, values: dict[str, Any], problem: str
+) -> None:
+    """Bad [upstream] values are refused at load, naming the key."""
+    data = base_config(tmp_path, upstream=_upstream(**values))
+    with pytest.raises(ConfigError) as err:
+        load_settings(data=data)
+    assert any(problem in p for p in err.value.problems), err.value.problems
+
+
+def test_upstream_secret_never_in_repr(tmp_path: Path) -> None:
+    """The API key is a SecretStr: reprs and dumps never show it."""
+    settings = load_settings(data=base_config(tmp_path, upstream=_upstream()))
+    assert settings.upstream is not None
+    assert "bh_key" not in repr(settings.upstream)
+    assert settings.upstream.base_url == "https://api.bighub.io"
+
+
+def test_example_config_passes_check_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """deploy/examples/replay.toml is valid once its secrets are in the environment."""
+    monkeypatch.setenv("BIGHUB_WEBHOOK_SECRET", "0123456789abcdef0123")
+    monkeypatch.setenv("BIGHUB_API_KEY", "bh_example")
+    monkeypatch.setenv("BIGHUB_SIEM_ADMIN_TOKEN", "0123456789abcdef0123")
+    settings = load_settings(ROOT / "deploy" / "examples" / "replay.toml")
+    assert settings.upstream is not None
+    assert settings.upstream.interval_seconds == 300
