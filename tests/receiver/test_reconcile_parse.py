@@ -20,13 +20,12 @@ from bighub import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from receiver.deliveries import Delivery, parse_deliveries
 from receiver.errors import ConfigError
 from receiver.reconcile import (
-    Delivery,
     Row,
     RunReport,
     WebhookReport,
-    parse_deliveries,
     render_table,
     upstream_error,
 )
