@@ -120,6 +120,44 @@ async def purge_dead(request: Request) -> Response:
     return await _dead_letter_action(request, "purge")
 
 
+async def _replay_options(request: Request) -> tuple[bool, list[str] | None]:
+    raw = await request.body()
+    if len(raw) > 64 * 1024:
+        raise ValueError("body too large")
+    data: Any = json.loads(raw) if raw.strip() else {}
+    if not isinstance(data, dict) or set(data) - {"dry_run", "webhook_id"}:
+        raise ValueError('body must be a JSON object with only "dry_run" and "webhook_id"')
+    dry_run, webhook_id = data.get("dry_run", False), data.get("webhook_id")
+    if not isinstance(dry_run, bool):
+        raise ValueError("dry_run must be true or false")
+    if webhook_id is not None and not isinstance(webhook_id, str):
+        raise ValueError("webhook_id must be a string")
+    return dry_run, [webhook_id] if webhook_id else None
+
+
+async def replay(request: Request) -> Response:
+    """Run the reconciler once; answer its report (200 even when it met API errors)."""
+    service: Service = request.app.state.service
+    if not _authorized(request, service):
+        return _unauthorized()
+    reconciler = service.reconciler
+    if reconciler is None:
+        return JSONResponse(
+            {"error": "upstream_not_configured", "detail": "the config has no [upstream]"}, 409
+        )
+    try:
+        dry_run, webhook_ids = await _replay_options(request)
+    except ValueError as exc:
+        return JSONResponse({"error": "bad_request", "detail": str(exc)[:200]}, 400)
+    if reconciler.running:
+        return JSONResponse({"error": "replay_running", "detail": "a run is in progress"}, 409)
+    try:
+        report = await reconciler.run(dry_run=dry_run, webhook_ids=webhook_ids)
+    except ValueError as exc:
+        return JSONResponse({"error": "bad_request", "detail": str(exc)}, 400)
+    return JSONResponse(report.to_dict())
+
+
 def create_admin_app(service: Service) -> Starlette:
     """The admin / metrics listener; it never starts or stops the service."""
     app = Starlette(
@@ -128,6 +166,7 @@ def create_admin_app(service: Service) -> Starlette:
             Route("/admin/dead-letters", dead_letters, methods=["GET"]),
             Route("/admin/dead-letters/retry", retry_dead, methods=["POST"]),
             Route("/admin/dead-letters/purge", purge_dead, methods=["POST"]),
+            Route("/admin/replay", replay, methods=["POST"]),
         ],
         exception_handlers=dict(json_http_errors),
     )

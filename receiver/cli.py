@@ -1,4 +1,4 @@
-"""``bighub-siem`` (and ``python -m receiver``): serve, check-config, send-test, dead-letters.
+"""``bighub-siem`` (and ``python -m receiver``): serve, check-config, send-test, replay, dead-letters.
 
 Exit codes: 0 success, 1 the command ran and found a failure, 2 bad usage or config.
 """
@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import uvicorn
@@ -26,6 +26,9 @@ from receiver import signatures
 from receiver.errors import ConfigError, StoreError
 from receiver.log import flush_logs
 from receiver.settings import Settings, load_settings, resolve_secret
+
+if TYPE_CHECKING:
+    from receiver.service import Service
 
 __all__ = ["main"]
 
@@ -95,11 +98,13 @@ async def _serve(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
     flusher = asyncio.create_task(_flush_logs_periodically())
+    listening = asyncio.create_task(_mark_listening(servers[0], service))
     try:
         await asyncio.gather(*(s.serve() for s in servers))
     finally:
         # Listeners are closed first, so nothing new arrives while sinks drain.
         stop()
+        listening.cancel()
         await service.stop()
         flusher.cancel()
         flush_logs()
@@ -110,6 +115,14 @@ async def _flush_logs_periodically(interval: float = 0.25) -> None:
     while True:
         await asyncio.sleep(interval)
         flush_logs()
+
+
+async def _mark_listening(server: uvicorn.Server, service: Service) -> None:
+    # uvicorn has no "listening" callback or event; its flag turns true once sockets are bound.
+    while not server.started and not server.should_exit:  # noqa: ASYNC110 - only a flag exists
+        await asyncio.sleep(0.05)
+    if server.started:
+        service.mark_listening()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -141,8 +154,17 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(
         f"config ok: ingress {settings.ingress.host}:{settings.ingress.port}"
         f"{settings.ingress.path}, store {settings.store.url.split(':', 1)[0]}, sinks: {names}"
+        + _upstream_summary(settings)
     )
     return 0
+
+
+def _upstream_summary(settings: Settings) -> str:
+    up = settings.upstream
+    if up is None:
+        return ""
+    every = f"every {up.interval_seconds:g}s" if up.interval_seconds > 0 else "on demand"
+    return f", upstream replay: {len(up.webhook_ids)} webhook(s) {every}"
 
 
 # -- send-test --------------------------------------------------------------------------
@@ -255,6 +277,39 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     return asyncio.run(_dead_letters(_settings(args.config), args))
 
 
+# -- replay ------------------------------------------------------------------------------
+
+
+async def _replay(settings: Settings, args: argparse.Namespace) -> int:
+    from receiver.reconcile import Reconciler, render_table
+    from receiver.store import create_store
+
+    if settings.upstream is None:
+        print("bighub-siem: replay needs an [upstream] section in the config", file=sys.stderr)
+        return 2
+    store = create_store(settings.store)
+    await store.open()
+    try:
+        reconciler = Reconciler(settings.upstream, store, source=settings.ingress.source)
+        try:
+            report = await reconciler.run(dry_run=args.dry_run, webhook_ids=args.webhook_id)
+        except ValueError as exc:
+            print(f"bighub-siem: --webhook-id: {exc}", file=sys.stderr)
+            return 2
+    finally:
+        await store.close()
+    print(render_table(report))
+    return 0 if report.ok else 1
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from receiver.log import configure_logging
+
+    settings = _settings(args.config)
+    configure_logging(settings.log)  # logs to stderr; stdout carries the table
+    return asyncio.run(_replay(settings, args))
+
+
 # -- entry point ---------------------------------------------------------------------------
 
 
@@ -279,6 +334,10 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--count", type=int, default=3)
     st.add_argument("--timeout", type=float, default=10.0)
     st.set_defaults(func=cmd_send_test)
+    rp = with_config(sub.add_parser("replay", help="ask BIGHUB to replay missed deliveries"))
+    rp.add_argument("--dry-run", action="store_true", help="only list what would be asked")
+    rp.add_argument("--webhook-id", action="append", help="this webhook only (repeatable)")
+    rp.set_defaults(func=cmd_replay)
     dl = with_config(sub.add_parser("dead-letters", help="list, retry or purge dead letters"))
     dl.add_argument("action", choices=["list", "retry", "purge"])
     dl.add_argument("--sink")

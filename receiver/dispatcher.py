@@ -167,9 +167,7 @@ class Dispatcher:
     async def _step(self) -> None:
         cfg = self.config
         now = self.clock()
-        summary = await self.store.pending_summary(
-            self.name, now=now, limit=cfg.batch_max_events
-        )
+        summary = await self.store.pending_summary(self.name, now=now, limit=cfg.batch_max_events)
         if summary.due == 0:
             wait = self.poll_seconds
             if summary.next_due_at is not None:

@@ -69,9 +69,7 @@ class StderrLogger:
             self._stream.flush()
 
 
-_STDERR = StderrLogger(
-    io.BufferedWriter(io.FileIO(2, "wb", closefd=False), buffer_size=64 * 1024)
-)
+_STDERR = StderrLogger(io.BufferedWriter(io.FileIO(2, "wb", closefd=False), buffer_size=64 * 1024))
 atexit.register(_STDERR.flush)
 
 

@@ -88,5 +88,38 @@ class Metrics:
         self.last_prune = Gauge(
             "bighub_siem_last_prune_timestamp", "When dedup ids were last pruned.", registry=r
         )
+        self._upstream_metrics(r)
         self.snapshot = _SnapshotCollector()
         r.register(self.snapshot)
+
+    def _upstream_metrics(self, r: CollectorRegistry) -> None:
+        # Upstream replay (receiver/reconcile.py); dry runs do not count.
+        self.upstream_deliveries = Counter(
+            "bighub_siem_upstream_deliveries_seen",
+            "Deliveries read from the BIGHUB API, by webhook.",
+            ["webhook"],
+            registry=r,
+        )
+        self.upstream_failed = Counter(
+            "bighub_siem_upstream_failed_deliveries_seen",
+            "Deliveries BIGHUB reports as failed, by webhook.",
+            ["webhook"],
+            registry=r,
+        )
+        self.replays = Counter(
+            "bighub_siem_upstream_replays",
+            "Replays asked of BIGHUB, by webhook and result (requested, succeeded, failed).",
+            ["webhook", "result"],
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            "bighub_siem_upstream_errors",
+            "BIGHUB API errors met by the reconciler, by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.upstream_last_run = Gauge(
+            "bighub_siem_upstream_last_run_timestamp",
+            "When the last reconcile run ended.",
+            registry=r,
+        )

@@ -11,6 +11,7 @@ import itertools
 import os
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -20,6 +21,9 @@ from receiver.routing import Router
 from receiver.settings import Settings
 from receiver.store import SQLiteStore, Store, create_store
 from sinks import build_sink
+
+if TYPE_CHECKING:
+    from receiver.reconcile import Reconciler
 
 __all__ = ["Service"]
 
@@ -46,6 +50,7 @@ class Service:
         self.dispatch = dispatch
         self.dispatchers: dict[str, Dispatcher] = {}
         self._upkeep: asyncio.Task[None] | None = None
+        self._init_reconciler()
         # Request ids: a per-start random prefix plus a counter; uuid4 per request costs a
         # getrandom() syscall on the hot path for no benefit.
         self._request_prefix = os.urandom(4).hex()
@@ -66,6 +71,7 @@ class Service:
                 self.dispatchers[cfg.name] = d
                 d.start()
         self._upkeep = asyncio.create_task(self._upkeep_loop(), name="upkeep")
+        self._start_reconciler()
         log.info("service_started", sinks=list(self.dispatchers), store=self.store_kind)
 
     @property
@@ -73,6 +79,7 @@ class Service:
         return self.settings.store.url.split(":", 1)[0]
 
     async def stop(self) -> None:
+        await self._stop_reconciler()
         if self._upkeep is not None:
             self._upkeep.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -110,4 +117,54 @@ class Service:
                     log.info("dedup_pruned", events=pruned)
             except Exception as exc:
                 log.error("prune_failed", error=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(interval)
+
+    # -- upstream replay (receiver/reconcile.py) ------------------------------------------
+
+    def _init_reconciler(self) -> None:
+        self.reconciler: Reconciler | None = None
+        self.listening = asyncio.Event()
+        self._reconcile: asyncio.Task[None] | None = None
+        if self.settings.upstream is not None:
+            # Imported here: the bighub client is only loaded when [upstream] is set.
+            from receiver.reconcile import Reconciler
+
+            self.reconciler = Reconciler(
+                self.settings.upstream,
+                self.store,
+                source=self.settings.ingress.source,
+                metrics=self.metrics,
+                clock=self.clock,
+            )
+
+    def mark_listening(self) -> None:
+        """Ingress accepts connections: replays asked for now can be received.
+
+        ``serve`` calls this; the periodic reconcile run waits for it.
+        """
+        self.listening.set()
+
+    def _start_reconciler(self) -> None:
+        upstream = self.settings.upstream
+        if self.reconciler is not None and upstream is not None and upstream.interval_seconds > 0:
+            self._reconcile = asyncio.create_task(
+                self._reconcile_loop(self.reconciler, upstream.interval_seconds), name="reconcile"
+            )
+
+    async def _stop_reconciler(self) -> None:
+        # Before the store closes. A client call still in its (daemon) thread is abandoned.
+        if self._reconcile is not None:
+            self._reconcile.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconcile
+
+    async def _reconcile_loop(self, reconciler: Reconciler, interval: float) -> None:
+        # The first run is at start-up, once ingress listens: asking BIGHUB to
+        # replay before that would only produce new failed deliveries.
+        await self.listening.wait()
+        while True:
+            try:
+                await reconciler.run()
+            except Exception:  # run() reports its own failures; this guards the loop
+                log.exception("reconcile_loop_error")
             await asyncio.sleep(interval)

@@ -8,6 +8,7 @@ and hold a ``SecretStr`` so a repr or a log never shows them.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -47,6 +48,8 @@ __all__ = [
 
 ENV_PREFIX = "BIGHUB_SIEM_"
 MIN_SECRET_BYTES = 16
+# Ids BIGHUB gives webhooks and deliveries end up in API paths: no "/", "?", "#" or "..".
+_UPSTREAM_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 
 
 def resolve_secret(value: object) -> object:
@@ -178,10 +181,17 @@ class LogSettings(_Section):
 
 
 class UpstreamSettings(_Section):
-    base_url: str = Field(default="https://api.bighub.io", description="BIGHUB API base URL.")
+    """``[upstream]``: ask the BIGHUB API to replay deliveries this receiver missed."""
+
+    base_url: str = Field(
+        default="https://api.bighub.io",
+        description="BIGHUB API base URL (https; the client allows http only for localhost).",
+    )
     api_key: Secret | None = Field(default=None, description="BIGHUB API key (reference).")
     bearer_token: Secret | None = Field(default=None, description="Or a bearer token.")
-    webhook_ids: list[str] = Field(default_factory=list, description="Webhooks to reconcile.")
+    webhook_ids: list[Annotated[str, Field(pattern=_UPSTREAM_ID)]] = Field(
+        min_length=1, description="Webhooks (pointing at this receiver) to reconcile."
+    )
     interval_seconds: float = Field(
         default=300, ge=0, description="Seconds between runs inside serve; 0 = only on demand."
     )
@@ -191,6 +201,19 @@ class UpstreamSettings(_Section):
     cooldown_seconds: float = Field(
         default=3600, ge=0, description="A delivery is not asked for again within this time."
     )
+    timeout_seconds: float = Field(
+        default=10.0, gt=0, le=120, description="Timeout of one BIGHUB API request."
+    )
+    max_retries: int = Field(
+        default=2, ge=0, le=5, description="Retries the bighub client makes itself (429, 5xx)."
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", value):
+            raise ValueError("must be an http(s) URL without query or fragment")
+        return value.rstrip("/")
 
     @model_validator(mode="after")
     def _one_credential(self) -> UpstreamSettings:

@@ -6,14 +6,21 @@ from pathlib import Path
 
 import pytest
 
-from receiver.settings import AdminSettings, IngressSettings, LogSettings, StoreSettings
+from receiver.settings import (
+    AdminSettings,
+    IngressSettings,
+    LogSettings,
+    StoreSettings,
+    UpstreamSettings,
+)
 from sinks import SinkConfig, sink_types
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
 
 @pytest.mark.parametrize(
-    "model", [IngressSettings, StoreSettings, AdminSettings, LogSettings, SinkConfig]
+    "model",
+    [IngressSettings, StoreSettings, AdminSettings, LogSettings, UpstreamSettings, SinkConfig],
 )
 def test_every_setting_in_readme(model: type) -> None:
     """Each configuration key appears in the README's configuration reference."""

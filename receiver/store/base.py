@@ -173,6 +173,9 @@ class Store(Protocol):
 
     async def has_event(self, source: str, event_id: str) -> bool: ...
 
+    async def has_delivery(self, source: str, delivery_id: str) -> bool:
+        """Whether an event held for ``source`` arrived with this delivery id header."""
+
     async def record_replay(self, record: ReplayRecord) -> None:
         """Remember a replay request (insert or replace by webhook + delivery id)."""
 

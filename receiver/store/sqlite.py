@@ -70,6 +70,9 @@ CREATE TABLE IF NOT EXISTS events (
     UNIQUE (source, event_id)
 );
 CREATE INDEX IF NOT EXISTS events_received ON events (received_at) WHERE body IS NULL;
+-- The reconciler asks "is this delivery held?" for deliveries that carry no event id.
+CREATE INDEX IF NOT EXISTS events_delivery ON events (source, delivery_id)
+    WHERE delivery_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS outbox (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
     event_seq       INTEGER NOT NULL REFERENCES events (seq) ON DELETE CASCADE,
@@ -538,6 +541,15 @@ class SQLiteStore:
         row = await self._read(
             lambda db: db.execute(
                 "SELECT 1 FROM events WHERE source = ? AND event_id = ?", (source, event_id)
+            ).fetchone()
+        )
+        return row is not None
+
+    async def has_delivery(self, source: str, delivery_id: str) -> bool:
+        row = await self._work(
+            lambda db: db.execute(
+                "SELECT 1 FROM events WHERE source = ? AND delivery_id = ? LIMIT 1",
+                (source, delivery_id),
             ).fetchone()
         )
         return row is not None
