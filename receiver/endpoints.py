@@ -8,6 +8,7 @@ to a new event goes out only after the store's durable commit.
 
 from __future__ import annotations
 
+import json
 import time
 
 import structlog
@@ -23,6 +24,7 @@ from receiver.store import IngestOutcome, NewEvent
 __all__ = ["healthz", "readyz", "webhook"]
 
 log = structlog.get_logger(component="bighub_siem.ingress")
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 class _Refusal(Exception):
@@ -140,7 +142,7 @@ async def webhook(request: Request) -> Response:
     elapsed = time.perf_counter() - started
     service.metrics.ingest_latency.observe(elapsed)
     log.info("webhook", status=status, outcome=payload["status"], seconds=round(elapsed, 5))
-    return JSONResponse(payload, status_code=status)
+    return Response(_ENCODER.encode(payload), status_code=status, media_type="application/json")
 
 
 async def healthz(request: Request) -> Response:

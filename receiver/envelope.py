@@ -46,10 +46,14 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+# Built once: json.loads(..., parse_constant=...) would build a decoder per request.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _load_object(body: bytes) -> dict[str, Any]:
     try:
         text = body.decode("utf-8")
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = _DECODER.decode(text)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise EnvelopeError("invalid_json", "body is not UTF-8 JSON") from None
     if not isinstance(value, dict):

@@ -28,6 +28,8 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SCHEMA_VERSION = 1
+# Built once: json.dumps(..., separators=...) would build an encoder per record.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -130,12 +132,12 @@ class Event:
         escapes exactly as BIGHUB sent them) when it is a single line; a body with
         line breaks between tokens is re-encoded compactly so the record stays one line.
         """
-        head = dict(self.export_record_head())
+        head = self.export_record_head()
         body = self.body.strip(b" \t\r\n")
         if b"\n" in body or b"\r" in body:
             head["payload"] = self.payload()
-            return json.dumps(head, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        prefix = json.dumps(head, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+            return _ENCODER.encode(head).encode("utf-8")
+        prefix = _ENCODER.encode(head).encode("utf-8")
         return prefix[:-1] + b',"payload":' + body + b"}"
 
     def export_record_head(self) -> dict[str, Any]:
