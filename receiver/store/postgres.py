@@ -59,8 +59,10 @@ from sinks import Event
 __all__ = ["PostgresStore"]
 
 Conn = psycopg.AsyncConnection[TupleRow]
+_Waiting = tuple[NewEvent, "asyncio.Future[IngestResult]"]  # an ingest call awaiting its group
 
 _GROUP_MAX = 2000  # events per group commit; bounds one transaction's latency
+_GROUP_MAX_BYTES = 32 * 1024**2  # body bytes per group: one bytea[] parameter holds them all
 _CONNECT_TIMEOUT = 10.0  # seconds to get a connection before answering "unavailable"
 _DUE_CAP = 10_000  # pending_summary counts due rows up to this many
 _PRUNE_BATCH = 5000
@@ -77,13 +79,13 @@ INSERT INTO events (source, event_id, id_origin, event_type, category, occurred_
 SELECT u.source, u.event_id, u.id_origin, u.event_type, u.category, u.occurred_at,
        u.received_at, u.delivery_id, u.signature, u.ts_header, u.size, u.body
 FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
-            %s::float8[], %s::text[], %s::text[], %s::text[], %s::int[], %s::bytea[])
+            %s::float8[], %s::text[], %s::text[], %s::text[], %s::int[], %b::bytea[])
      WITH ORDINALITY AS u(source, event_id, id_origin, event_type, category, occurred_at,
                           received_at, delivery_id, signature, ts_header, size, body, n)
 ORDER BY u.n
 ON CONFLICT (source, event_id) DO NOTHING
 RETURNING seq, source, event_id
-"""
+"""  # %b: the bodies go as a binary bytea[], not as hex text twice their size
 
 # One statement: pick the oldest due rows nobody is claiming, cut the batch at
 # max_bytes (the first row always goes), lease what was taken, return it with events.
@@ -138,6 +140,17 @@ def _describe(exc: psycopg.Error) -> str:
     return f"postgresql: {type(exc).__name__}: {first}"[:300]
 
 
+def _take_group(queue: list[_Waiting]) -> tuple[list[_Waiting], list[_Waiting]]:
+    """The next group (at least one event) and the rest of the queue."""
+    size = n = 0
+    while n < min(len(queue), _GROUP_MAX):
+        size += len(queue[n][0].body)
+        if n and size > _GROUP_MAX_BYTES:
+            break
+        n += 1
+    return queue[:n], queue[n:]
+
+
 def _where_dead(sink: str | None, ids: Sequence[int] | None) -> tuple[str, list[Any]]:
     clause, args = "state = 'dead'", list[Any]()
     if sink is not None:
@@ -171,7 +184,7 @@ class PostgresStore:
         self.max_spool_events = max_spool_events
         self._pool_max_size = pool_max_size
         self._pool: AsyncConnectionPool[Conn] | None = None
-        self._queue: list[tuple[NewEvent, asyncio.Future[IngestResult]]] = []
+        self._queue: list[_Waiting] = []
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._force_sync = False
@@ -283,7 +296,7 @@ class PostgresStore:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
-                batch, self._queue = self._queue[:_GROUP_MAX], self._queue[_GROUP_MAX:]
+                batch, self._queue = _take_group(self._queue)
                 try:
                     results = await self._commit([item for item, _ in batch])
                 except Exception as exc:  # the loop must outlive any one failed group
@@ -436,7 +449,9 @@ class PostgresStore:
             "until": now + lease_seconds,
         }
         async with self._work() as conn:
-            cur = await conn.execute(_CLAIM, params)
+            # Binary results: bodies arrive as bytes instead of hex text twice their size.
+            cur = conn.cursor(binary=True)
+            await cur.execute(_CLAIM, params)
             rows = await cur.fetchall()
         return [Claimed(int(r[0]), int(r[1]), _event(r[2:])) for r in rows]
 

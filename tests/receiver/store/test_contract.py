@@ -146,6 +146,20 @@ async def test_group_commit_keeps_every_concurrent_event(backend: Backend) -> No
         assert stats.sinks["a"].pending == 300
 
 
+async def test_burst_of_large_bodies_is_split_into_groups(backend: Backend) -> None:
+    """A burst bigger than one group's byte budget is stored whole, over several commits."""
+    async with backend.opened() as store:
+        body = b"{" + b" " * (1024**2 - 2) + b"}"
+        results = await asyncio.gather(
+            *(store.ingest(new_event(f"big{i}", body=body)) for i in range(40))
+        )
+        assert all(r.outcome is IngestOutcome.ACCEPTED for r in results)
+        stats = await store.stats()
+        assert (stats.spool_events, stats.spool_bytes) == (40, 40 * len(body))
+        got = await store.claim("a", limit=100, max_bytes=10**9, now=T0, lease_seconds=60)
+        assert {c.event.body for c in got} == {body}
+
+
 async def test_concurrent_copies_of_one_event_accepted_once(backend: Backend) -> None:
     """Copies arriving together (one group or several) store the event once."""
     async with backend.opened() as store:
