@@ -3,9 +3,10 @@
 Any number of receiver processes (ingress and dispatch replicas) use one database.
 
 - *ingest*: requests that arrive while a commit is in flight are queued and written
-  together by one writer task per process, in one transaction (group commit):
-  dedup insert, outbox rows and the spool counters. The answer goes out only after
-  the commit returned, with ``synchronous_commit`` at least ``on`` (WAL flushed).
+  together by one writer task per process, in one statement and so one transaction
+  (group commit): dedup insert, outbox rows and the spool counters. The answer goes
+  out only after the commit returned, with ``synchronous_commit`` at least ``on``
+  (WAL flushed).
   A batch is inserted in (source, event id) order, so two replicas writing the same
   events lock them in the same order and cannot deadlock.
 - *dispatch*: a claim is one ``FOR UPDATE SKIP LOCKED`` statement that also sets
@@ -61,6 +62,7 @@ __all__ = ["PostgresStore"]
 Conn = psycopg.AsyncConnection[TupleRow]
 _Waiting = tuple[NewEvent, "asyncio.Future[IngestResult]"]  # an ingest call awaiting its group
 
+_WRITERS = 2  # groups committing at once per process
 _GROUP_MAX = 2000  # events per group commit; bounds one transaction's latency
 _GROUP_MAX_BYTES = 32 * 1024**2  # body bytes per group: one bytea[] parameter holds them all
 _CONNECT_TIMEOUT = 10.0  # seconds to get a connection before answering "unavailable"
@@ -73,18 +75,37 @@ _EVENT_COLS = (
     "e.received_at, e.source, e.delivery_id, e.body, e.signature, e.ts_header"
 )
 
-_INSERT_EVENTS = """
-INSERT INTO events (source, event_id, id_origin, event_type, category, occurred_at,
-                    received_at, delivery_id, signature, ts_header, size, body)
-SELECT u.source, u.event_id, u.id_origin, u.event_type, u.category, u.occurred_at,
-       u.received_at, u.delivery_id, u.signature, u.ts_header, u.size, u.body
-FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
-            %s::float8[], %s::text[], %s::text[], %s::text[], %s::int[], %b::bytea[])
-     WITH ORDINALITY AS u(source, event_id, id_origin, event_type, category, occurred_at,
-                          received_at, delivery_id, signature, ts_header, size, body, n)
-ORDER BY u.n
-ON CONFLICT (source, event_id) DO NOTHING
-RETURNING seq, source, event_id
+# One statement (so one implicit transaction, one commit, one round trip) stores a
+# group: the events, their outbox rows and the spool counters. The events go in
+# (source, event id) order; the counter row is locked only after every event insert
+# (its subquery reads the finished "ins"), so replicas take locks in the same order:
+# event keys, then a counter row.
+_STORE_GROUP = """
+WITH ins AS (
+    INSERT INTO events (source, event_id, id_origin, event_type, category, occurred_at,
+                        received_at, delivery_id, signature, ts_header, size, body)
+    SELECT u.source, u.event_id, u.id_origin, u.event_type, u.category, u.occurred_at,
+           u.received_at, u.delivery_id, u.signature, u.ts_header, u.size, u.body
+    FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
+                %s::float8[], %s::text[], %s::text[], %s::text[], %s::int[], %b::bytea[])
+         WITH ORDINALITY AS u(source, event_id, id_origin, event_type, category, occurred_at,
+                              received_at, delivery_id, signature, ts_header, size, body, n)
+    ORDER BY u.n
+    ON CONFLICT (source, event_id) DO NOTHING
+    RETURNING seq, source, event_id, size, body IS NOT NULL AS routed
+), routes AS (
+    INSERT INTO outbox (event_seq, sink)
+    SELECT ins.seq, r.sink
+    FROM ins JOIN unnest(%s::text[], %s::text[], %s::text[]) WITH ORDINALITY
+                  AS r(source, event_id, sink, n) USING (source, event_id)
+    ORDER BY ins.seq, r.n
+), counted AS (
+    UPDATE spool_counters c SET bytes = c.bytes + t.add_bytes, events = c.events + t.add_events
+    FROM (SELECT coalesce(sum(size), 0) AS add_bytes, count(*) AS add_events
+          FROM ins WHERE routed) t
+    WHERE c.slot = %s AND t.add_events > 0
+)
+SELECT seq, source, event_id FROM ins
 """  # %b: the bodies go as a binary bytea[], not as hex text twice their size
 
 # One statement: pick the oldest due rows nobody is claiming, cut the batch at
@@ -186,7 +207,7 @@ class PostgresStore:
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._queue: list[_Waiting] = []
         self._wakeup = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
+        self._writers: list[asyncio.Task[None]] = []
         self._force_sync = False
         self._commits = 0
         self._rng = random.Random()
@@ -244,7 +265,10 @@ class PostgresStore:
         except BaseException:
             await self.close()
             raise
-        self._writer = asyncio.create_task(self._write_loop(), name="postgres-group-commit")
+        self._writers = [
+            asyncio.create_task(self._write_loop(), name=f"postgres-group-commit-{n}")
+            for n in range(_WRITERS)
+        ]
 
     async def _migrate(self) -> SchemaVersion:
         # Transactional DDL: every missing migration and its record commit together.
@@ -268,11 +292,12 @@ class PostgresStore:
         return SchemaVersion(before, len(MIGRATIONS))
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.cancel()
+        for task in self._writers:
+            task.cancel()
+        for task in self._writers:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
-            self._writer = None
+                await task
+        self._writers = []
         for _, fut in self._queue:
             if not fut.done():
                 fut.set_exception(StoreError("store closed"))
@@ -284,7 +309,7 @@ class PostgresStore:
     # -- ingest (group commit) --------------------------------------------------------
 
     async def ingest(self, event: NewEvent) -> IngestResult:
-        if self._writer is None or self._writer.done():
+        if not self._writers or any(task.done() for task in self._writers):
             raise StoreError("store is not open")
         fut: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
         self._queue.append((event, fut))
@@ -292,31 +317,32 @@ class PostgresStore:
         return await fut
 
     async def _write_loop(self) -> None:
+        # Each writer takes everything queued as one group. While one group commits,
+        # a second writer commits what arrived meanwhile: the server flushes
+        # concurrent commits together, so this halves the wait without losing batching.
         while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._queue:
-                batch, self._queue = _take_group(self._queue)
-                try:
-                    results = await self._commit([item for item, _ in batch])
-                except Exception as exc:  # the loop must outlive any one failed group
-                    err = exc if isinstance(exc, StoreError) else StoreError(repr(exc)[:300])
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(err)
-                    continue
-                for (_, fut), result in zip(batch, results, strict=True):
+            while not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            batch, self._queue = _take_group(self._queue)
+            try:
+                results = await self._commit([item for item, _ in batch])
+            except Exception as exc:  # the loop must outlive any one failed group
+                err = exc if isinstance(exc, StoreError) else StoreError(repr(exc)[:300])
+                for _, fut in batch:
                     if not fut.done():
-                        fut.set_result(result)
+                        fut.set_exception(err)
+                continue
+            for (_, fut), result in zip(batch, results, strict=True):
+                if not fut.done():
+                    fut.set_result(result)
 
     async def _commit(self, items: Sequence[NewEvent]) -> list[IngestResult]:
         order = sorted(range(len(items)), key=lambda i: (items[i].source, items[i].event_id))
         first: dict[tuple[str, str], int] = {}
         take: list[int] = []
         over: list[int] = []
-        async with self._conn() as conn, conn.transaction():
-            if self._force_sync:
-                await conn.execute("SET LOCAL synchronous_commit = on")
+        async with self._conn() as conn, self._ingest_transaction(conn):
             spool_bytes, spool_events = await self._spool_totals(conn)
             add_bytes = add_events = 0
             for i in order:
@@ -337,12 +363,8 @@ class PostgresStore:
                     add_events += 1
             # Near the quota this counts every candidate as new, so a group holding
             # duplicates may refuse a little early; the sender retries after Retry-After.
-            seqs = await self._insert(conn, [items[i] for i in take])
+            seqs = await self._store_group(conn, [items[i] for i in take])
             held = await self._held(conn, [items[i] for i in over])
-            accepted = [items[i] for i in take if (items[i].source, items[i].event_id) in seqs]
-            await self._add_outbox(conn, accepted, seqs)
-            routed = [ev for ev in accepted if ev.sinks]
-            await self._count(conn, sum(len(ev.body) for ev in routed), len(routed))
         self._commits += 1
         decided: dict[tuple[str, str], IngestResult] = {}
         for i in take:
@@ -367,8 +389,24 @@ class PostgresStore:
             results.append(result)
         return results
 
-    @staticmethod
-    async def _insert(conn: Conn, events: Sequence[NewEvent]) -> dict[tuple[str, str], int]:
+    @contextlib.asynccontextmanager
+    async def _ingest_transaction(self, conn: Conn) -> AsyncIterator[None]:
+        """Nothing, normally: the group is one statement, committed on its own.
+
+        If the server runs with ``synchronous_commit = off`` a commit could return
+        before the WAL flush, so the group then runs in a transaction that turns it on.
+        """
+        if not self._force_sync:
+            yield
+            return
+        async with conn.transaction():
+            await conn.execute("SET LOCAL synchronous_commit = on")
+            yield
+
+    async def _store_group(
+        self, conn: Conn, events: Sequence[NewEvent]
+    ) -> dict[tuple[str, str], int]:
+        """Insert what is new; return the seq of each event this call stored."""
         if not events:
             return {}
         rows = [
@@ -388,8 +426,11 @@ class PostgresStore:
             )
             for ev in events
         ]
-        columns = [list(col) for col in zip(*rows, strict=True)]
-        cur = await conn.execute(_INSERT_EVENTS, columns)
+        routes = [(ev.source, ev.event_id, sink) for ev in events for sink in ev.sinks]
+        params: list[Any] = [list(col) for col in zip(*rows, strict=True)]
+        params += [[r[0] for r in routes], [r[1] for r in routes], [r[2] for r in routes]]
+        params.append(self._rng.randrange(COUNTER_SLOTS))
+        cur = await conn.execute(_STORE_GROUP, params)
         return {(r[1], r[2]): int(r[0]) for r in await cur.fetchall()}
 
     @staticmethod
@@ -402,22 +443,6 @@ class PostgresStore:
             ([ev.source for ev in events], [ev.event_id for ev in events]),
         )
         return {(r[0], r[1]) for r in await cur.fetchall()}
-
-    @staticmethod
-    async def _add_outbox(
-        conn: Conn, events: Sequence[NewEvent], seqs: dict[tuple[str, str], int]
-    ) -> None:
-        pairs = sorted(
-            (seqs[(ev.source, ev.event_id)], position, sink)
-            for ev in events
-            for position, sink in enumerate(ev.sinks)
-        )
-        if pairs:
-            await conn.execute(
-                "INSERT INTO outbox (event_seq, sink)"
-                " SELECT * FROM unnest(%s::bigint[], %s::text[])",
-                ([p[0] for p in pairs], [p[2] for p in pairs]),
-            )
 
     async def _count(self, conn: Conn, delta_bytes: int, delta_events: int) -> None:
         if delta_bytes or delta_events:
