@@ -40,12 +40,18 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
 from receiver.errors import StoreError
+from receiver.store import _group
 from receiver.store._migrations import pending
-from receiver.store._postgres_schema import COUNTER_SLOTS, MIGRATIONS
+from receiver.store._postgres_sql import (
+    CLAIM,
+    COUNTER_SLOTS,
+    MIGRATION_TABLE,
+    MIGRATIONS,
+    STORE_GROUP,
+)
 from receiver.store.base import (
     Claimed,
     DeadLetter,
-    IngestOutcome,
     IngestResult,
     NewEvent,
     PendingSummary,
@@ -60,82 +66,12 @@ from sinks import Event
 __all__ = ["PostgresStore"]
 
 Conn = psycopg.AsyncConnection[TupleRow]
-_Waiting = tuple[NewEvent, "asyncio.Future[IngestResult]"]  # an ingest call awaiting its group
 
 _WRITERS = 2  # groups committing at once per process
-_GROUP_MAX = 2000  # events per group commit; bounds one transaction's latency
-_GROUP_MAX_BYTES = 32 * 1024**2  # body bytes per group: one bytea[] parameter holds them all
 _CONNECT_TIMEOUT = 10.0  # seconds to get a connection before answering "unavailable"
 _DUE_CAP = 10_000  # pending_summary counts due rows up to this many
 _PRUNE_BATCH = 5000
 _PRUNE_ROUNDS = 200  # at most 1M events per prune call; the next call continues
-
-_EVENT_COLS = (
-    "e.seq, e.event_id, e.id_origin, e.event_type, e.category, e.occurred_at, "
-    "e.received_at, e.source, e.delivery_id, e.body, e.signature, e.ts_header"
-)
-
-# One statement (so one implicit transaction, one commit, one round trip) stores a
-# group: the events, their outbox rows and the spool counters. The events go in
-# (source, event id) order; the counter row is locked only after every event insert
-# (its subquery reads the finished "ins"), so replicas take locks in the same order:
-# event keys, then a counter row.
-_STORE_GROUP = """
-WITH ins AS (
-    INSERT INTO events (source, event_id, id_origin, event_type, category, occurred_at,
-                        received_at, delivery_id, signature, ts_header, size, body)
-    SELECT u.source, u.event_id, u.id_origin, u.event_type, u.category, u.occurred_at,
-           u.received_at, u.delivery_id, u.signature, u.ts_header, u.size, u.body
-    FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
-                %s::float8[], %s::text[], %s::text[], %s::text[], %s::int[], %b::bytea[])
-         WITH ORDINALITY AS u(source, event_id, id_origin, event_type, category, occurred_at,
-                              received_at, delivery_id, signature, ts_header, size, body, n)
-    ORDER BY u.n
-    ON CONFLICT (source, event_id) DO NOTHING
-    RETURNING seq, source, event_id, size, body IS NOT NULL AS routed
-), routes AS (
-    INSERT INTO outbox (event_seq, sink)
-    SELECT ins.seq, r.sink
-    FROM ins JOIN unnest(%s::text[], %s::text[], %s::text[]) WITH ORDINALITY
-                  AS r(source, event_id, sink, n) USING (source, event_id)
-    ORDER BY ins.seq, r.n
-), counted AS (
-    UPDATE spool_counters c SET bytes = c.bytes + t.add_bytes, events = c.events + t.add_events
-    FROM (SELECT coalesce(sum(size), 0) AS add_bytes, count(*) AS add_events
-          FROM ins WHERE routed) t
-    WHERE c.slot = %s AND t.add_events > 0
-)
-SELECT seq, source, event_id FROM ins
-"""  # %b: the bodies go as a binary bytea[], not as hex text twice their size
-
-# One statement: pick the oldest due rows nobody is claiming, cut the batch at
-# max_bytes (the first row always goes), lease what was taken, return it with events.
-_CLAIM = f"""
-WITH candidates AS (
-    SELECT o.id, e.size FROM outbox o JOIN events e ON e.seq = o.event_seq
-    WHERE o.sink = %(sink)s AND o.state = 'pending'
-      AND o.next_attempt_at <= %(now)s AND o.lease_until <= %(now)s
-    ORDER BY o.id LIMIT %(limit)s
-    FOR UPDATE OF o SKIP LOCKED
-), sized AS (
-    SELECT id, row_number() OVER w AS n, sum(size) OVER w AS running
-    FROM candidates WINDOW w AS (ORDER BY id)
-), leased AS (
-    UPDATE outbox o SET lease_until = %(until)s FROM sized
-    WHERE o.id = sized.id AND (sized.n = 1 OR sized.running <= %(max_bytes)s)
-    RETURNING o.id, o.attempts, o.event_seq
-)
-SELECT l.id, l.attempts, {_EVENT_COLS} FROM leased l JOIN events e ON e.seq = l.event_seq
-ORDER BY l.id
-"""
-
-_MIGRATION_TABLE = """
-CREATE TABLE IF NOT EXISTS schema_migrations (
-    version     integer PRIMARY KEY,
-    description text NOT NULL,
-    applied_at  timestamptz NOT NULL DEFAULT now()
-)
-"""
 
 
 def _event(row: Sequence[Any]) -> Event:
@@ -159,17 +95,6 @@ def _describe(exc: psycopg.Error) -> str:
     # The first line names the failure; later lines (DETAIL) may quote row values.
     first = (str(exc).strip().splitlines() or [""])[0]
     return f"postgresql: {type(exc).__name__}: {first}"[:300]
-
-
-def _take_group(queue: list[_Waiting]) -> tuple[list[_Waiting], list[_Waiting]]:
-    """The next group (at least one event) and the rest of the queue."""
-    size = n = 0
-    while n < min(len(queue), _GROUP_MAX):
-        size += len(queue[n][0].body)
-        if n and size > _GROUP_MAX_BYTES:
-            break
-        n += 1
-    return queue[:n], queue[n:]
 
 
 def _where_dead(sink: str | None, ids: Sequence[int] | None) -> tuple[str, list[Any]]:
@@ -205,7 +130,7 @@ class PostgresStore:
         self.max_spool_events = max_spool_events
         self._pool_max_size = pool_max_size
         self._pool: AsyncConnectionPool[Conn] | None = None
-        self._queue: list[_Waiting] = []
+        self._queue: list[_group.Waiting] = []
         self._wakeup = asyncio.Event()
         self._writers: list[asyncio.Task[None]] = []
         self._force_sync = False
@@ -279,7 +204,7 @@ class PostgresStore:
                 "SELECT pg_advisory_xact_lock(hashtext("
                 "coalesce(current_schema(), '') || '.bighub_siem.migrate'))"
             )
-            await conn.execute(_MIGRATION_TABLE)
+            await conn.execute(MIGRATION_TABLE)
             cur = await conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations")
             row = await cur.fetchone()
             before = int(row[0]) if row is not None else 0
@@ -324,7 +249,7 @@ class PostgresStore:
             while not self._queue:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            batch, self._queue = _take_group(self._queue)
+            batch, self._queue = _group.take_group(self._queue)
             try:
                 results = await self._commit([item for item, _ in batch])
             except Exception as exc:  # the loop must outlive any one failed group
@@ -338,56 +263,19 @@ class PostgresStore:
                     fut.set_result(result)
 
     async def _commit(self, items: Sequence[NewEvent]) -> list[IngestResult]:
-        order = sorted(range(len(items)), key=lambda i: (items[i].source, items[i].event_id))
-        first: dict[tuple[str, str], int] = {}
-        take: list[int] = []
-        over: list[int] = []
         async with self._conn() as conn, self._ingest_transaction(conn):
             spool_bytes, spool_events = await self._spool_totals(conn)
-            add_bytes = add_events = 0
-            for i in order:
-                ev = items[i]
-                key = (ev.source, ev.event_id)
-                if key in first:
-                    continue  # a second copy in this group: answered like the first
-                first[key] = i
-                if (
-                    spool_bytes + add_bytes + len(ev.body) > self.max_spool_bytes
-                    or spool_events + add_events + 1 > self.max_spool_events
-                ):
-                    over.append(i)
-                    continue
-                take.append(i)
-                if ev.sinks:
-                    add_bytes += len(ev.body)
-                    add_events += 1
-            # Near the quota this counts every candidate as new, so a group holding
-            # duplicates may refuse a little early; the sender retries after Retry-After.
-            seqs = await self._store_group(conn, [items[i] for i in take])
-            held = await self._held(conn, [items[i] for i in over])
+            p = _group.plan(
+                items,
+                spool_bytes=spool_bytes,
+                spool_events=spool_events,
+                max_bytes=self.max_spool_bytes,
+                max_events=self.max_spool_events,
+            )
+            stored = await self._store_group(conn, [items[i] for i in p.take])
+            held = await self._held(conn, [items[i] for i in p.over])
         self._commits += 1
-        decided: dict[tuple[str, str], IngestResult] = {}
-        for i in take:
-            key = (items[i].source, items[i].event_id)
-            seq = seqs.get(key)
-            decided[key] = (
-                IngestResult(IngestOutcome.ACCEPTED, seq)
-                if seq is not None
-                else IngestResult(IngestOutcome.DUPLICATE)
-            )
-        for i in over:
-            key = (items[i].source, items[i].event_id)
-            decided[key] = IngestResult(
-                IngestOutcome.DUPLICATE if key in held else IngestOutcome.QUOTA
-            )
-        results: list[IngestResult] = []
-        for i, ev in enumerate(items):
-            key = (ev.source, ev.event_id)
-            result = decided[key]
-            if first[key] != i and result.outcome is IngestOutcome.ACCEPTED:
-                result = IngestResult(IngestOutcome.DUPLICATE)
-            results.append(result)
-        return results
+        return _group.answers(items, p, stored, held)
 
     @contextlib.asynccontextmanager
     async def _ingest_transaction(self, conn: Conn) -> AsyncIterator[None]:
@@ -430,7 +318,7 @@ class PostgresStore:
         params: list[Any] = [list(col) for col in zip(*rows, strict=True)]
         params += [[r[0] for r in routes], [r[1] for r in routes], [r[2] for r in routes]]
         params.append(self._rng.randrange(COUNTER_SLOTS))
-        cur = await conn.execute(_STORE_GROUP, params)
+        cur = await conn.execute(STORE_GROUP, params)
         return {(r[1], r[2]): int(r[0]) for r in await cur.fetchall()}
 
     @staticmethod
@@ -476,7 +364,7 @@ class PostgresStore:
         async with self._work() as conn:
             # Binary results: bodies arrive as bytes instead of hex text twice their size.
             cur = conn.cursor(binary=True)
-            await cur.execute(_CLAIM, params)
+            await cur.execute(CLAIM, params)
             rows = await cur.fetchall()
         return [Claimed(int(r[0]), int(r[1]), _event(r[2:])) for r in rows]
 

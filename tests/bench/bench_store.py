@@ -83,6 +83,18 @@ def accepted(proc: ReceiverProcess) -> int:
     return int(float(match.group(1))) if match else -1
 
 
+def peak_rss_mb(proc: ReceiverProcess) -> str:
+    """The server's peak resident memory (Linux /proc), in MB."""
+    if proc.proc is None:
+        return "?"
+    try:
+        status = Path(f"/proc/{proc.proc.pid}/status").read_text()
+    except OSError:
+        return "?"
+    match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)
+    return f"{int(match.group(1)) / 1024:.0f}" if match else "?"
+
+
 def run_wrk(
     url: str, script: Path, requests: Path, threads: int, conns: int, secs: int
 ) -> dict[str, str]:
@@ -160,6 +172,7 @@ def bench(kind: str, conns: int, args: argparse.Namespace, work: Path) -> dict[s
     try:
         result = run_wrk(proc.url, script, requests, args.threads, conns, args.duration)
         result["accepted"] = str(accepted(proc))
+        result["rss"] = peak_rss_mb(proc)
     finally:
         proc.stop()
         if schema is not None:
@@ -181,15 +194,18 @@ def main() -> int:
         print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
         return 2
     print(f"# load average before: {os.getloadavg()[0]:.2f}, cpus: {os.cpu_count()}")
-    print("| store | connections | requests/s | p50 | p99 | requests | accepted (202) | non-2xx |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| store | connections | requests/s | p50 | p99 | requests | accepted (202) | non-2xx"
+        " | peak RSS MB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="bench-store-") as work:
         for conns in [int(c) for c in args.connections.split(",")]:
             for kind in args.stores.split(","):
                 r = bench(kind, conns, args, Path(work))
                 print(
                     f"| {kind} | {conns} | {r['rps']} | {r['p50']} | {r['p99']} | {r['requests']}"
-                    f" | {r['accepted']} | {r['non2xx']} |",
+                    f" | {r['accepted']} | {r['non2xx']} | {r['rss']} |",
                     flush=True,
                 )
     print(f"# load average after: {os.getloadavg()[0]:.2f}")
