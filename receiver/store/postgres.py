@@ -3,12 +3,12 @@
 Any number of receiver processes (ingress and dispatch replicas) use one database.
 
 - *ingest*: requests that arrive while a commit is in flight are queued and written
-  together by one writer task per process, in one statement and so one transaction
-  (group commit): dedup insert, outbox rows and the spool counters. The answer goes
-  out only after the commit returned, with ``synchronous_commit`` at least ``on``
-  (WAL flushed).
-  A batch is inserted in (source, event id) order, so two replicas writing the same
-  events lock them in the same order and cannot deadlock.
+  together (group commit) in one statement, so one transaction: dedup insert, outbox
+  rows and the spool counters. Two writer tasks per process let the next group
+  commit while one is in flight. The answer goes out only after the commit
+  returned, with ``synchronous_commit`` at least ``on`` (WAL flushed). A group is
+  inserted in (source, event id) order, so two replicas writing the same events
+  lock them in the same order and cannot deadlock.
 - *dispatch*: a claim is one ``FOR UPDATE SKIP LOCKED`` statement that also sets
   ``lease_until``; other replicas skip rows being claimed and ignore leased rows, so
   a row goes to one dispatcher at a time, and a crashed replica's rows are claimed
@@ -252,6 +252,11 @@ class PostgresStore:
             batch, self._queue = _group.take_group(self._queue)
             try:
                 results = await self._commit([item for item, _ in batch])
+            except asyncio.CancelledError:  # closing: nobody may wait for this group forever
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(StoreError("store closed during the commit"))
+                raise
             except Exception as exc:  # the loop must outlive any one failed group
                 err = exc if isinstance(exc, StoreError) else StoreError(repr(exc)[:300])
                 for _, fut in batch:

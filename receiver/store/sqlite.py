@@ -272,6 +272,11 @@ class SQLiteStore:
                 items = [item for item, _ in batch]
                 try:
                     results = await self._on(self._ingest_pool, partial(self._commit, items))
+                except asyncio.CancelledError:  # closing: nobody may wait for this group forever
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(StoreError("store closed during the commit"))
+                    raise
                 except StoreError as exc:
                     for _, fut in batch:
                         if not fut.done():

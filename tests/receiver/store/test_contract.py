@@ -474,3 +474,17 @@ async def test_closed_store_raises_store_error(
     store = backend.make()
     with pytest.raises(StoreError):
         await op(store)
+
+
+async def test_close_answers_every_waiting_ingest(backend: Backend) -> None:
+    """Closing with ingests in flight answers each (stored or StoreError), none hangs."""
+    store = backend.make()
+    await store.open()
+    calls = [asyncio.ensure_future(store.ingest(new_event(f"e{i}"))) for i in range(200)]
+    for _ in range(3):  # let the calls queue up and a writer take them as a group
+        await asyncio.sleep(0)
+    await store.close()
+    done, pending = await asyncio.wait(calls, timeout=10)
+    assert not pending
+    for call in done:
+        assert call.exception() is None or isinstance(call.exception(), StoreError)
