@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from receiver.app import json_http_errors
+from receiver.endpoints import healthz, readyz
 from receiver.service import Service
 
 __all__ = ["create_admin_app"]
@@ -163,6 +164,9 @@ def create_admin_app(service: Service) -> Starlette:
     app = Starlette(
         routes=[
             Route("/metrics", metrics, methods=["GET"]),
+            # Probes for every role, including dispatch replicas that have no ingress listener.
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
             Route("/admin/dead-letters", dead_letters, methods=["GET"]),
             Route("/admin/dead-letters/retry", retry_dead, methods=["POST"]),
             Route("/admin/dead-letters/purge", purge_dead, methods=["POST"]),

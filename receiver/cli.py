@@ -1,4 +1,5 @@
-"""``bighub-siem`` (and ``python -m receiver``): serve, check-config, send-test, replay, dead-letters.
+"""``bighub-siem`` (and ``python -m receiver``): serve, check-config, send-test, replay,
+dead-letters, migrate.
 
 Exit codes: 0 success, 1 the command ran and found a failure, 2 bad usage or config.
 """
@@ -28,7 +29,7 @@ from receiver.log import flush_logs
 from receiver.settings import Settings, load_settings, resolve_secret
 
 if TYPE_CHECKING:
-    from receiver.service import Service
+    from receiver.service import Role, Service
 
 __all__ = ["main"]
 
@@ -50,31 +51,33 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def _serve(settings: Settings) -> int:
+async def _serve(settings: Settings, role: Role = "all") -> int:
     from receiver.admin import create_admin_app
     from receiver.app import create_app
     from receiver.service import Service
 
-    service = Service(settings)
     try:
+        service = Service(settings, role=role)
         await service.start()
     except StoreError as exc:
         print(f"bighub-siem: cannot open the store: {exc}", file=sys.stderr)
         return 1
-    servers = [
-        _Server(
-            uvicorn.Config(
-                create_app(service, manage_service=False),
-                host=settings.ingress.host,
-                port=settings.ingress.port,
-                lifespan="off",
-                log_config=None,
-                access_log=False,
-                server_header=False,
-                timeout_graceful_shutdown=10,
+    servers: list[_Server] = []
+    if role != "dispatch":  # a dispatch replica takes no webhooks
+        servers.append(
+            _Server(
+                uvicorn.Config(
+                    create_app(service, manage_service=False),
+                    host=settings.ingress.host,
+                    port=settings.ingress.port,
+                    lifespan="off",
+                    log_config=None,
+                    access_log=False,
+                    server_header=False,
+                    timeout_graceful_shutdown=10,
+                )
             )
         )
-    ]
     if settings.admin.enabled:
         servers.append(
             _Server(
@@ -90,8 +93,10 @@ async def _serve(settings: Settings) -> int:
             )
         )
     loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
 
     def stop() -> None:
+        stopping.set()
         for s in servers:
             s.should_exit = True
 
@@ -100,7 +105,10 @@ async def _serve(settings: Settings) -> int:
     flusher = asyncio.create_task(_flush_logs_periodically())
     listening = asyncio.create_task(_mark_listening(servers[0], service))
     try:
-        await asyncio.gather(*(s.serve() for s in servers))
+        if servers:
+            await asyncio.gather(*(s.serve() for s in servers))
+        else:  # dispatch role without the admin listener: run until signalled
+            await stopping.wait()
     finally:
         # Listeners are closed first, so nothing new arrives while sinks drain.
         stop()
@@ -133,7 +141,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # The event loop thread does many short syscalls and must win the GIL back quickly
     # from the SQLite writer thread; the default 5 ms switch interval convoys responses.
     sys.setswitchinterval(0.0005)
-    return _run_loop(_serve(settings))
+    return _run_loop(_serve(settings, args.role))
 
 
 def _run_loop(main: Coroutine[Any, Any, int]) -> int:
@@ -143,6 +151,34 @@ def _run_loop(main: Coroutine[Any, Any, int]) -> int:
     except ImportError:  # pragma: no cover - uvloop is absent on some platforms
         return asyncio.run(main)
     return uvloop.run(main)
+
+
+# -- migrate ---------------------------------------------------------------------------
+
+
+async def _migrate(settings: Settings) -> int:
+    from receiver.store import create_store
+
+    try:
+        store = create_store(settings.store)
+        await store.open()  # opening applies the missing migrations
+    except StoreError as exc:
+        print(f"bighub-siem: migrate failed: {exc}", file=sys.stderr)
+        return 1
+    try:
+        kind = settings.store.url.split(":", 1)[0]
+        done = store.migrated
+        if done is None or done.before == done.after:
+            print(f"{kind} schema is up to date (version {done.after if done else '?'})")
+        else:
+            print(f"{kind} schema migrated from version {done.before} to {done.after}")
+        return 0
+    finally:
+        await store.close()
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    return asyncio.run(_migrate(_settings(args.config)))
 
 
 # -- check-config ---------------------------------------------------------------------
@@ -321,9 +357,18 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--config", help=f"TOML file (default: ${CONFIG_ENV})")
         return sp
 
-    with_config(sub.add_parser("serve", help="run ingress, dispatchers and admin")).set_defaults(
-        func=cmd_serve
+    sv = with_config(sub.add_parser("serve", help="run ingress, dispatchers and admin"))
+    sv.add_argument(
+        "--role",
+        choices=("all", "ingress", "dispatch"),  # receiver.service.ROLES (imported lazily)
+        default="all",
+        help="all (default); ingress: webhooks + admin, no dispatchers; dispatch: dispatchers"
+        " + admin, no webhook listener. Split roles need the PostgreSQL store.",
     )
+    sv.set_defaults(func=cmd_serve)
+    with_config(
+        sub.add_parser("migrate", help="create or upgrade the store's schema, then exit")
+    ).set_defaults(func=cmd_migrate)
     with_config(sub.add_parser("check-config", help="validate the configuration")).set_defaults(
         func=cmd_check_config
     )
@@ -364,3 +409,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    finally:
+        flush_logs()

@@ -11,21 +11,25 @@ import itertools
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import structlog
 
 from receiver.dispatcher import Dispatcher
+from receiver.errors import ConfigError
 from receiver.metrics import Metrics
 from receiver.routing import Router
 from receiver.settings import Settings
-from receiver.store import SQLiteStore, Store, create_store
+from receiver.store import Store, create_store
 from sinks import build_sink
 
 if TYPE_CHECKING:
     from receiver.reconcile import Reconciler
 
-__all__ = ["Service"]
+__all__ = ["ROLES", "Role", "Service"]
+
+Role = Literal["all", "ingress", "dispatch"]
+ROLES: tuple[Role, ...] = ("all", "ingress", "dispatch")
 
 log = structlog.get_logger(component="bighub_siem.service")
 
@@ -40,14 +44,33 @@ class Service:
         store: Store | None = None,
         clock: Callable[[], float] = time.time,
         dispatch: bool = True,
+        role: Role = "all",
     ) -> None:
+        """Build the service; the store is created here and opened by ``start``.
+
+        Args:
+            role: ``all``; ``ingress`` runs no dispatchers; ``dispatch`` is for a
+                process that serves no webhooks (the CLI leaves that listener out).
+
+        Raises:
+            ConfigError: a split role on a store that one process owns (SQLite).
+            StoreError: the store's driver is missing.
+        """
         self.settings = settings
         self.clock = clock
         self.metrics = Metrics()
         self.router = Router(settings.sinks)
         self.store = store if store is not None else create_store(settings.store, exclusive=True)
         self.secrets = tuple(s.get_secret_value().encode("utf-8") for s in settings.ingress.secrets)
-        self.dispatch = dispatch
+        self.role = role
+        self.dispatch = dispatch and role != "ingress"
+        if role != "all" and not self.store.shared:
+            raise ConfigError(
+                [
+                    f"--role {role}: the {self.store_kind} store belongs to one process,"
+                    " which must run everything (--role all); split roles need PostgreSQL"
+                ]
+            )
         self.dispatchers: dict[str, Dispatcher] = {}
         self._upkeep: asyncio.Task[None] | None = None
         self._init_reconciler()
@@ -61,18 +84,28 @@ class Service:
 
     async def start(self) -> None:
         await self.store.open()
-        if isinstance(self.store, SQLiteStore):
-            # One serve process owns a SQLite spool: leases left by a crashed
-            # predecessor would otherwise hold its batches back until they expire.
+        if not self.store.shared:
+            # This process owns the store: leases left by a crashed predecessor would
+            # otherwise hold its batches back until they expire. A shared store's
+            # leases may belong to live replicas and expire on their own.
             await self.store.release_leases()
         if self.dispatch:
             for cfg in self.settings.sinks:
-                d = Dispatcher(build_sink(cfg), cfg, self.store, self.metrics, clock=self.clock)
+                d = Dispatcher(
+                    build_sink(cfg),
+                    cfg,
+                    self.store,
+                    self.metrics,
+                    clock=self.clock,
+                    lease_seconds=self.settings.store.lease_seconds,
+                )
                 self.dispatchers[cfg.name] = d
                 d.start()
         self._upkeep = asyncio.create_task(self._upkeep_loop(), name="upkeep")
         self._start_reconciler()
-        log.info("service_started", sinks=list(self.dispatchers), store=self.store_kind)
+        log.info(
+            "service_started", sinks=list(self.dispatchers), store=self.store_kind, role=self.role
+        )
 
     @property
     def store_kind(self) -> str:

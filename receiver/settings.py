@@ -152,6 +152,22 @@ class StoreSettings(_Section):
     prune_interval_seconds: float = Field(
         default=300, gt=0, description="How often expired dedup ids are pruned."
     )
+    lease_seconds: float = Field(
+        default=300,
+        ge=1,
+        le=86400,
+        description=(
+            "How long a dispatcher holds claimed outbox rows. Must exceed the slowest send;"
+            " with several dispatch replicas, a crashed replica's rows go to another after it."
+        ),
+    )
+    password: Secret | None = Field(
+        default=None,
+        description="PostgreSQL password (env:/file: reference); overrides one in the URL.",
+    )
+    pool_max_size: int = Field(
+        default=10, ge=2, le=200, description="PostgreSQL connections per process at most."
+    )
 
     @field_validator("url")
     @classmethod

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
+from receiver.log import flush_logs
+
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+@pytest.fixture(autouse=True)
+def _flush_buffered_logs() -> Iterator[None]:
+    """Write out log lines buffered by in-process code while this test's capture is on."""
+    yield
+    flush_logs()
 
 
 def require_service(available: bool, what: str, how: str) -> None:

@@ -105,11 +105,22 @@ def event_body(event_id: str, event_type: str = "decision_event.created", **extr
 
 
 class ReceiverProcess:
-    """``python -m receiver serve`` in a subprocess, stdout captured to a file."""
+    """``python -m receiver serve`` in a subprocess, stdout captured to a file.
 
-    def __init__(self, tmp: Path, cfg: Mapping[str, Any], env: Mapping[str, str] | None = None):
+    ``role`` is passed as ``serve --role``; a ``dispatch`` process has no ingress
+    listener, so its health is read from the admin listener.
+    """
+
+    def __init__(
+        self,
+        tmp: Path,
+        cfg: Mapping[str, Any],
+        env: Mapping[str, str] | None = None,
+        role: str = "all",
+    ):
         self.tmp = tmp
         self.cfg = cfg
+        self.role = role
         self.config_path = write_config(tmp / "config.toml", cfg)
         self.stdout_path = tmp / "stdout.jsonl"
         self.stderr_path = tmp / "stderr.log"
@@ -133,19 +144,29 @@ class ReceiverProcess:
 
     def start(self, timeout: float = 20.0) -> ReceiverProcess:
         with self.stdout_path.open("ab") as out, self.stderr_path.open("ab") as err:
+            role = [] if self.role == "all" else ["--role", self.role]
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "receiver", "serve", "--config", str(self.config_path)],
+                [
+                    sys.executable,
+                    "-m",
+                    "receiver",
+                    "serve",
+                    "--config",
+                    str(self.config_path),
+                    *role,
+                ],
                 stdout=out,
                 stderr=err,
                 env=self.env,
                 cwd=self.tmp,
             )
+        health = self.admin_url if self.role == "dispatch" else self.base_url
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"receiver exited: {self.stderr_path.read_text()[-3000:]}")
             try:
-                if httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{health}/healthz", timeout=1).status_code == 200:
                     return self
             except httpx.HTTPError:
                 time.sleep(0.05)

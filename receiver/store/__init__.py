@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from receiver.errors import StoreError
 from receiver.settings import StoreSettings
 from receiver.store.base import (
     Claimed,
@@ -12,6 +13,7 @@ from receiver.store.base import (
     PendingSummary,
     ReplayRecord,
     RetryUpdate,
+    SchemaVersion,
     SinkStats,
     Store,
     StoreStats,
@@ -28,6 +30,7 @@ __all__ = [
     "ReplayRecord",
     "RetryUpdate",
     "SQLiteStore",
+    "SchemaVersion",
     "SinkStats",
     "Store",
     "StoreStats",
@@ -40,6 +43,10 @@ def create_store(settings: StoreSettings, *, exclusive: bool = False) -> Store:
 
     Args:
         exclusive: take the single-writer lock (``serve`` does; CLI commands do not).
+            Only SQLite has one; PostgreSQL is shared by design.
+
+    Raises:
+        StoreError: the backend's driver is not installed.
     """
     if settings.url.startswith("sqlite:///"):
         return SQLiteStore(
@@ -49,4 +56,19 @@ def create_store(settings: StoreSettings, *, exclusive: bool = False) -> Store:
             max_spool_events=settings.max_spool_events,
             exclusive=exclusive,
         )
-    raise NotImplementedError("PostgreSQL store is not available in this release")
+    try:
+        from receiver.store.postgres import PostgresStore
+    except ImportError as exc:  # psycopg is an optional extra
+        raise StoreError(
+            f"the PostgreSQL store needs psycopg ({exc.name} is missing):"
+            " pip install 'bighub-siem[postgres]'"
+        ) from None
+    password = settings.password.get_secret_value() if settings.password is not None else None
+    return PostgresStore(
+        settings.url,
+        password=password,
+        dedup_window_seconds=settings.dedup_window_seconds,
+        max_spool_bytes=settings.max_spool_bytes,
+        max_spool_events=settings.max_spool_events,
+        pool_max_size=settings.pool_max_size,
+    )

@@ -10,6 +10,10 @@ Semantics (the same for every backend):
   dispatcher takes them until the lease ends.
 - the spool (bytes and events not yet delivered everywhere) has a quota; over it,
   ``ingest`` answers ``QUOTA`` and stores nothing.
+- ``open`` creates or migrates the schema (versioned, see ``_migrations``).
+- a ``shared`` store is used by several processes at once (PostgreSQL): leases are
+  how dispatchers split the work, so nobody may release another's leases. A store
+  that is not shared (SQLite) is owned by one ``serve`` process.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ __all__ = [
     "PendingSummary",
     "ReplayRecord",
     "RetryUpdate",
+    "SchemaVersion",
     "SinkStats",
     "Store",
     "StoreStats",
@@ -126,12 +131,32 @@ class StoreStats:
     spool_events: int
     events_held: int
     sinks: dict[str, SinkStats]
+    ingest_commits: int = 0  # ingest transactions committed by this process since open
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaVersion:
+    """What ``open`` did to the schema: from ``before`` to ``after`` (0 = empty)."""
+
+    before: int
+    after: int
 
 
 class Store(Protocol):
     """A durable spool: dedup, outbox and dead letters."""
 
-    async def open(self) -> None: ...
+    shared: bool
+    """Several processes may use the store at once (leases split the work)."""
+
+    migrated: SchemaVersion | None
+    """Set by ``open``: the schema version found and the one now in place."""
+
+    async def open(self) -> None:
+        """Connect, and create or migrate the schema.
+
+        Raises:
+            StoreError: unreachable, or a schema newer than this release.
+        """
 
     async def close(self) -> None: ...
 
@@ -157,7 +182,7 @@ class Store(Protocol):
     async def mark_dead(self, failures: Sequence[tuple[int, str]], *, now: float) -> None: ...
 
     async def release_leases(self) -> None:
-        """Forget every lease (single-node start-up after a crash)."""
+        """Forget every lease (start-up of a store that is not ``shared``, after a crash)."""
 
     async def dead_letters(
         self, *, sink: str | None = None, limit: int = 100, after_id: int = 0

@@ -15,6 +15,8 @@ beside a write.
 
 One ``serve`` process owns a file at a time (an exclusive lock file enforces it);
 CLI commands such as ``dead-letters`` share it through SQLite's own locking.
+
+The schema version is ``PRAGMA user_version`` (see ``_migrations``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from receiver.errors import StoreError
+from receiver.store import _migrations
 from receiver.store.base import (
     Claimed,
     DeadLetter,
@@ -41,6 +44,7 @@ from receiver.store.base import (
     PendingSummary,
     ReplayRecord,
     RetryUpdate,
+    SchemaVersion,
     SinkStats,
     StoreStats,
 )
@@ -49,7 +53,6 @@ from sinks import Event
 __all__ = ["SQLiteStore", "sqlite_path"]
 
 T = TypeVar("T")
-SCHEMA_VERSION = 1
 _GROUP_MAX = 2000  # events per group commit; bounds one transaction's latency
 
 _SCHEMA = """
@@ -96,6 +99,14 @@ CREATE TABLE IF NOT EXISTS replays (
 );
 """
 
+# Version 1 is the baseline above. It is idempotent (IF NOT EXISTS) and re-applied at
+# every open, as before migrations were numbered, so files already at user_version 1
+# pick up additive IF NOT EXISTS changes to it; anything else gets a new number here.
+MIGRATIONS: tuple[_migrations.Migration, ...] = (
+    _migrations.Migration(1, "baseline: events, outbox, replays", _SCHEMA),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
 _EVENT_COLS = (
     "e.seq, e.event_id, e.id_origin, e.event_type, e.category, e.occurred_at, "
     "e.received_at, e.source, e.delivery_id, e.body, e.signature, e.ts_header"
@@ -130,8 +141,23 @@ def _marks(n: int) -> str:
     return ",".join("?" * n)
 
 
+def _apply(db: sqlite3.Connection, script: str, version: int) -> None:
+    # user_version lives in the database header, which SQLite journals like any
+    # page: the script and its version number commit together or not at all.
+    try:
+        db.executescript(
+            f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version={int(version)};\nCOMMIT;"
+        )
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
 class SQLiteStore:
     """The default store. See the module docstring for its durability rules."""
+
+    shared: bool = False  # one serve process owns the file
 
     def __init__(
         self,
@@ -158,6 +184,8 @@ class SQLiteStore:
         self._spool_lock = threading.Lock()
         self._spool_bytes = 0
         self._spool_events = 0
+        self._commits = 0
+        self.migrated: SchemaVersion | None = None
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -199,7 +227,7 @@ class SQLiteStore:
         if self._exclusive:
             self._take_lock()
         self._write_db = await self._on(self._write_pool, self._connect)
-        await self._work(self._migrate)
+        self.migrated = await self._work(self._migrate)
         self._read_db = await self._on(self._read_pool, self._connect)
         await self._refresh_spool()
         self._writer = asyncio.create_task(self._write_loop(), name="sqlite-group-commit")
@@ -214,14 +242,14 @@ class SQLiteStore:
         self._lock_fd = fd
 
     @staticmethod
-    def _migrate(db: sqlite3.Connection) -> None:
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise sqlite3.DatabaseError(
-                f"spool schema {version} is newer than this release ({SCHEMA_VERSION})"
-            )
-        db.executescript(_SCHEMA)
-        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    def _migrate(db: sqlite3.Connection) -> SchemaVersion:
+        before = int(db.execute("PRAGMA user_version").fetchone()[0])
+        todo = _migrations.pending(MIGRATIONS, before, backend="sqlite")
+        _apply(db, _SCHEMA, max(before, 1))
+        for m in todo:
+            if m.version > 1:
+                _apply(db, m.sql, m.version)
+        return SchemaVersion(before, SCHEMA_VERSION)
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -262,6 +290,11 @@ class SQLiteStore:
                 items = [item for item, _ in batch]
                 try:
                     results = await self._on(self._write_pool, partial(self._commit, items))
+                except asyncio.CancelledError:  # closing: nobody may wait for this group forever
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(StoreError("store closed during the commit"))
+                    raise
                 except StoreError as exc:
                     for _, fut in batch:
                         if not fut.done():
@@ -338,6 +371,7 @@ class SQLiteStore:
         with self._spool_lock:
             self._spool_bytes += added_bytes
             self._spool_events += added_events
+            self._commits += 1
         return results
 
     # -- dispatch -----------------------------------------------------------------
@@ -618,7 +652,7 @@ class SQLiteStore:
             return spool_bytes, spool_events, int(held), per
 
         spool_bytes, spool_events, held, per = await self._read(run)
-        return StoreStats(spool_bytes, spool_events, held, per)
+        return StoreStats(spool_bytes, spool_events, held, per, self._commits)
 
     async def prune(self, *, now: float) -> int:
         cutoff = now - self.dedup_window_seconds
