@@ -48,6 +48,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from sinks.base import Event
 from tests.harness import free_port
 
 TOKEN = "11111111-2222-3333-4444-555555555555"
@@ -118,6 +119,7 @@ class RequestRecord:
     channel: str | None
     ack_id: int | None = None
     acks_asked: tuple[int, ...] = ()
+    gzip: bool = False
 
 
 @dataclass
@@ -167,9 +169,12 @@ class HecEmulator:
         self.record_requests = record_requests
         # faults
         self.busy = False
-        self.inject: deque[int] = deque()  # codes answered to the next event posts
+        # Codes answered to the next event posts, in order; None lets one through.
+        self.inject: deque[int | None] = deque()
         self.poison_ids: dict[str, int] = {}  # event_id -> code, whenever it shows up
         self.poison_at: tuple[int, int] | None = None  # (k, code) for the next event post
+        self.report_invalid_event = True  # False: a rejection does not say which event
+        self.keep_prefix = True  # False: a rejected batch keeps none of its events
         self.ack_delay = 0.0
         self.acks_paused = False
         self.lose_acks = 0  # the next N acked requests are lost (never indexed)
@@ -378,8 +383,9 @@ class HecEmulator:
         channel: str | None = None
         try:
             token = self._auth(request)
-            if self.inject:
-                raise _Reject(self.inject.popleft())
+            injected = self.inject.popleft() if self.inject else None
+            if injected is not None:
+                raise _Reject(injected)
             if self.busy:
                 raise _Reject(9)
             channel = self._channel(request, token)
@@ -393,9 +399,10 @@ class HecEmulator:
     def _accept(
         self, request: Request, token: Token, channel: str | None, events: list[Indexed]
     ) -> Response:
+        zipped = request.headers.get("content-encoding", "").lower() == "gzip"
         if not token.ack or channel is None:
             self._store(events)
-            self._log(RequestRecord(request.url.path, 200, 0, len(events), channel))
+            self._log(RequestRecord(request.url.path, 200, 0, len(events), channel, gzip=zipped))
             return hec_answer(0)
         ch = self._channels.setdefault(channel, _Channel())
         ack_id = ch.next_id
@@ -406,15 +413,17 @@ class HecEmulator:
         ready = None if self.acks_paused else time.monotonic() + self.ack_delay
         ch.pending[ack_id] = _Pending(stamped, ready, lost)
         self._tick()
-        self._log(RequestRecord(request.url.path, 200, 0, len(events), channel, ack_id))
+        self._log(
+            RequestRecord(request.url.path, 200, 0, len(events), channel, ack_id, gzip=zipped)
+        )
         return hec_answer(0, ackId=ack_id)
 
     def _refuse(self, request: Request, exc: _Reject, channel: str | None) -> Response:
-        if exc.taken:
+        if exc.taken and self.keep_prefix:
             with self._lock:
                 self._store(exc.taken)  # HEC keeps the events ahead of the bad one
         extra: dict[str, Any] = {}
-        if exc.invalid_event is not None:
+        if exc.invalid_event is not None and self.report_invalid_event:
             extra["invalid-event-number"] = exc.invalid_event
         self._log(RequestRecord(request.url.path, CODES[exc.code][1], exc.code, 0, channel))
         return hec_answer(exc.code, **extra)
@@ -491,6 +500,33 @@ class HecEmulator:
             self._server.should_exit = True
             self._thread.join(timeout=10)
             self._server = self._thread = None
+
+
+_CATEGORY = {"decision_event": "decision", "rule": "rule", "approval": "approval"}
+
+
+def make_event(
+    seq: int,
+    event_type: str = "decision_event.created",
+    *,
+    occurred_at: str | None = "2026-11-24T08:00:00.123+00:00",
+    received_at: float = 1_795_500_000.0,
+    **payload: Any,
+) -> Event:
+    """A stored event as the dispatcher hands it to a sink; id ``evt-<seq>``."""
+    body = {"event_id": f"evt-{seq}", "event_type": event_type, **payload}
+    return Event(
+        seq=seq,
+        event_id=f"evt-{seq}",
+        id_origin="body.event_id",
+        event_type=event_type,
+        category=_CATEGORY.get(event_type.split(".", 1)[0], "other"),
+        occurred_at=occurred_at,
+        received_at=received_at,
+        source="bighub",
+        delivery_id=f"dlv-{seq}",
+        body=json.dumps(body, separators=(",", ":")).encode(),
+    )
 
 
 def _with_ack(event: Indexed, ack_id: int) -> Indexed:
