@@ -15,9 +15,12 @@ is not settled yet::
 - HEC numbers ackIds upwards per channel. An ackId not above ``last_ack_id`` means
   HEC forgot the channel (restart, idle clean-up): every unconfirmed record is then
   lost and its events are sent again (``accept`` returns them);
-- a confirmed record is dropped once a later ``send`` no longer carries its events
-  and it is older than ``CONFIRMED_RETENTION_SECONDS`` (longer than the dispatcher's
-  lease, so a batch whose marking failed comes back before its record is gone).
+- a record is dropped when a ``send`` starts whose batch carries none of its events
+  (and, if unconfirmed, its ack timeout is over). The dispatcher claims the next batch
+  only after marking the last one, and after a restart the unmarked rows are the
+  oldest, so they come first: the file stays as small as one batch. (If marking
+  fails and the rows come back only after other batches, they are sent again:
+  a duplicate, never a loss.)
 
 An exclusive ``flock`` on ``<file>.lock`` keeps two processes from sharing a file.
 """
@@ -34,9 +37,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["CONFIRMED_RETENTION_SECONDS", "AckRecord", "AckState", "AckStateLockedError"]
+__all__ = ["AckRecord", "AckState", "AckStateLockedError"]
 
-CONFIRMED_RETENTION_SECONDS = 900.0
 _VERSION = 1
 
 
@@ -181,17 +183,13 @@ class AckState:
         ]
 
     def prune(self, now: float, current: Collection[str], ack_timeout: float) -> bool:
-        """Drop settled records whose events are not in ``current``; True if any went."""
-        keep = []
-        for rec in self.records:
-            if rec.confirmed_at is not None:
-                settled_at = rec.confirmed_at
-            else:
-                settled_at = rec.sent_at + ack_timeout  # lost by then; its events re-sent
-            if now - settled_at <= CONFIRMED_RETENTION_SECONDS or any(
-                e in current for e in rec.events
-            ):
-                keep.append(rec)
+        """Drop records ``current`` (the batch being sent) does not need; True if any went."""
+        keep = [
+            r
+            for r in self.records
+            if any(e in current for e in r.events)
+            or (r.confirmed_at is None and now < r.sent_at + ack_timeout)
+        ]
         changed = len(keep) != len(self.records)
         self.records = keep
         return changed

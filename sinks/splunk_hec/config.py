@@ -111,7 +111,10 @@ class SplunkHecConfig(SinkConfig):
         "has shipped (1 MB) even without compression.",
     )
     batch_max_events: int = Field(
-        default=500, ge=1, le=100_000, description="Most events per send."
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="Most events per send (one or a few HEC requests, see max_request_bytes).",
     )
     batch_max_bytes: int = Field(
         default=512 * 1024,

@@ -8,11 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sinks.splunk_hec._ackstate import (
-    CONFIRMED_RETENTION_SECONDS,
-    AckState,
-    AckStateLockedError,
-)
+from sinks.splunk_hec._ackstate import AckState, AckStateLockedError
 
 
 def _open(path: Path) -> AckState:
@@ -90,18 +86,17 @@ def test_an_ack_id_not_above_the_last_means_hec_forgot_the_channel(tmp_path: Pat
     state.close()
 
 
-def test_prune_keeps_records_the_batch_still_carries_and_recent_ones(tmp_path: Path) -> None:
-    """Settled records go only when old and absent from the batch being sent."""
+def test_prune_keeps_only_what_the_batch_still_needs(tmp_path: Path) -> None:
+    """Records go once a batch without their events is sent (unconfirmed: after timeout)."""
     state = _open(tmp_path / "ack.json")
     state.accept(0, ["1:a"], now=0.0)
     state.confirm({0}, now=0.0)
-    state.accept(1, ["2:b"], now=0.0)  # unconfirmed: settles at sent_at + ack_timeout
+    state.accept(1, ["2:b"], now=0.0)  # unconfirmed: kept until its ack timeout is over
     state.accept(2, ["3:c"], now=0.0)
     state.confirm({2}, now=0.0)
-    late = CONFIRMED_RETENTION_SECONDS + 1
-    assert state.prune(late - 10, current=set(), ack_timeout=300) is False
-    assert state.prune(late, current={"3:c"}, ack_timeout=300) is True
+    assert state.prune(10.0, current={"3:c"}, ack_timeout=300) is True
     assert [r.ack_id for r in state.records] == [1, 2]
-    assert state.prune(late + 300, current=set(), ack_timeout=300) is True
+    assert state.prune(299.0, current={"3:c"}, ack_timeout=300) is False
+    assert state.prune(300.0, current={"9:z"}, ack_timeout=300) is True
     assert state.records == []
     state.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 from typing import Any
@@ -149,3 +150,15 @@ def test_gzip_body_round_trips_and_is_deterministic() -> None:
     assert gzip.decompress(gzip_body(body)) == body
     assert gzip_body(body) == gzip_body(body)
     assert len(gzip_body(body)) < len(body)
+
+
+def test_payload_is_the_stored_body_verbatim() -> None:
+    """The body is spliced in byte for byte; the result parses to the export record."""
+    event = make_event(1, text="ünïcode ✓", nested={"a": [1, 2.5, None]})
+    spaced = dataclasses.replace(
+        event, body=b' {"event_id": "evt-1",\n "note": "two  spaces", "n": 1e3} \n'
+    )
+    for e in (event, spaced):
+        raw = Encoder.from_config(_config()).event(e)
+        assert raw.endswith(b',"payload":' + e.body.strip() + b"}}")
+        assert json.loads(raw)["event"] == e.export_record()
