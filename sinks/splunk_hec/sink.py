@@ -226,6 +226,12 @@ class SplunkHecSink:
             elif verdict.action is Action.RETRY:
                 self._stop(rnd, group, RetryableSinkError(verdict.reason))
             elif verdict.action is Action.HOLD:
+                # e.g. code 7 at one event of a category whose index the token may not
+                # use: HEC kept the events ahead of it (without ack, that is delivery).
+                k = reply.invalid_event
+                if self._state is None and k is not None and 0 < k < len(group):
+                    rnd.delivered.update(group[:k])
+                    group = group[k:]
                 self._stop(rnd, group, SinkUnavailableError(verdict.reason))
             elif len(group) == 1:
                 # A lone event HEC still finds too big or invalid can never be delivered.

@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from receiver.settings import load_settings
-from sinks import sink_type
+from sinks import Sink, SinkConfig, sink_type
 from sinks.splunk_hec import SplunkHecConfig, SplunkHecSink
 from tests.harness import ROOT, SECRET
 
@@ -23,8 +23,11 @@ def _config(**extra: Any) -> SplunkHecConfig:
 
 
 def test_registered_as_splunk_hec() -> None:
-    """type = "splunk_hec" resolves to the sink through the registry."""
+    """type = "splunk_hec" resolves to the sink, which follows the Sink protocol."""
     assert sink_type("splunk_hec") is SplunkHecSink
+    assert isinstance(SplunkHecSink(_config()), Sink)
+    with pytest.raises(TypeError):
+        SplunkHecSink(SinkConfig(name="x", type="splunk_hec"))
 
 
 @pytest.mark.parametrize(

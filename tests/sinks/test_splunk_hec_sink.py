@@ -249,6 +249,24 @@ async def test_an_index_the_token_may_not_use_holds(hec: HecEmulator, tmp_path: 
     assert hec.event_ids() == []
 
 
+async def test_an_index_refused_mid_batch_keeps_what_hec_took(
+    hec: HecEmulator, tmp_path: Path
+) -> None:
+    """Code 7 at event k: HEC kept events before k; those count, the rest are held."""
+    hec.token().indexes = {"main"}
+    batch = [make_event(0), make_event(1), make_event(2, "approval.created"), make_event(3)]
+    async with running(
+        hec.url, tmp_path, index="main", categories={"approval": {"index": "approvals"}}
+    ) as sink:
+        with pytest.raises(PartialDeliveryError) as caught:
+            await sink.send(batch)
+        assert set(caught.value.failures) == {2, 3}
+        assert all(isinstance(e, SinkUnavailableError) for e in caught.value.failures.values())
+        hec.token().indexes = None  # the operator allows the index
+        await sink.send(batch[2:])
+    assert_indexed_once(hec, ids(batch))
+
+
 async def test_busy_in_the_middle_keeps_what_went_through(hec: HecEmulator, tmp_path: Path) -> None:
     """The first request lands, HEC turns busy: delivered ones count, the rest retry."""
     hec.inject.extend([None, 9])
