@@ -23,7 +23,7 @@ from receiver.service import Service
 from receiver.settings import load_settings
 from tests.fakes.hec import TOKEN, HecEmulator, hec, hec_ack
 from tests.harness import ReceiverProcess, base_config, event_body, signed_headers
-from tests.sinks.test_splunk_hec_sink import anyio_backend, assert_indexed_once
+from tests.sinks._hec import anyio_backend, assert_indexed_once
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -97,11 +97,19 @@ async def receiver(tmp: Path, sink: dict[str, Any]) -> AsyncIterator[Receiver]:
 
 async def test_poison_and_413_split_through_the_dispatcher(tmp_path: Path) -> None:
     """Batches split on 413, poison events are dead letters, every other one indexed once."""
-    emulator = HecEmulator(max_content_length=6_000).start()
+    # About six encoded events fit in 4,000 bytes; batches wait up to 0.5 s to fill,
+    # so whatever pace the posts below take, requests of more than six events occur.
+    emulator = HecEmulator(max_content_length=4_000).start()
     try:
         emulator.poison_ids = {"evt-7": 6, "evt-33": 13, "evt-90": 15}
         event_ids = [f"evt-{i}" for i in range(120)]
-        sink = hec_sink(emulator.url, tmp_path, compression="none", batch_max_events=50)
+        sink = hec_sink(
+            emulator.url,
+            tmp_path,
+            compression="none",
+            batch_max_events=50,
+            batch_max_wait_seconds=0.5,
+        )
         async with receiver(tmp_path, sink) as rx:
             await rx.post(event_ids)
             await rx.wait(lambda: _done(rx, 3))

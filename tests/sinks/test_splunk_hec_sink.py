@@ -8,12 +8,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import time
-from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography import x509
@@ -23,54 +18,16 @@ from cryptography.x509.oid import NameOID
 from structlog.testing import capture_logs
 
 from sinks.base import (
-    Event,
     PartialDeliveryError,
     PermanentSinkError,
     RetryableSinkError,
     SinkUnavailableError,
 )
-from sinks.splunk_hec import SplunkHecConfig, SplunkHecSink
 from tests.fakes.hec import TOKEN, HecEmulator, hec, hec_ack, make_event
 from tests.harness import free_port
+from tests.sinks._hec import anyio_backend, assert_indexed_once, batch_of, ids, running
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@asynccontextmanager
-async def running(
-    url: str, tmp_path: Path, *, clock: Callable[[], float] = time.time, **extra: Any
-) -> AsyncIterator[SplunkHecSink]:
-    values: dict[str, Any] = {
-        "name": "hec",
-        "url": url,
-        "token": TOKEN,
-        "ack_state_path": tmp_path / "ack.json",
-    }
-    sink = SplunkHecSink(SplunkHecConfig(**{**values, **extra}), clock=clock)
-    await sink.start()
-    try:
-        yield sink
-    finally:
-        await sink.close()
-
-
-def batch_of(n: int, start: int = 0, **payload: Any) -> list[Event]:
-    return [make_event(i, actor=f"agent:{i % 3}", **payload) for i in range(start, start + n)]
-
-
-def ids(events: list[Event]) -> list[str]:
-    return [e.event_id for e in events]
-
-
-def assert_indexed_once(emulator: HecEmulator, expected: list[str]) -> None:
-    counts = Counter(emulator.event_ids())
-    assert sorted(counts) == sorted(expected), "lost or unexpected events"
-    assert max(counts.values(), default=1) == 1, f"duplicates: {counts.most_common(3)}"
 
 
 # -- delivery -----------------------------------------------------------------------------
