@@ -22,7 +22,8 @@ is not settled yet::
   fails and the rows come back only after other batches, they are sent again:
   a duplicate, never a loss.)
 
-An exclusive ``flock`` on ``<file>.lock`` keeps two processes from sharing a file.
+An exclusive ``flock`` on ``<file>.lock`` keeps two sinks or processes from sharing a
+file (POSIX only, like the rest of the deployment targets).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ _VERSION = 1
 
 
 class AckStateLockedError(RuntimeError):
-    """Another process holds this ack state file."""
+    """Another sink or process holds this ack state file."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +101,9 @@ class AckState:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             lock.close()
-            raise AckStateLockedError(f"{self.path} is in use by another process") from None
+            raise AckStateLockedError(
+                f"{self.path} is in use by another sink or process; give each sink its own"
+            ) from None
         self._lock = lock
         warnings: list[str] = []
         try:

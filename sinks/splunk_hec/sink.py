@@ -136,6 +136,12 @@ class SplunkHecSink:
             "Authorization": f"Splunk {cfg.token.get_secret_value()}",
             "User-Agent": "bighub-siem",
         }
+        if cfg.url.startswith("http://"):
+            log.warning(
+                "splunk_hec_plaintext",
+                sink=self.name,
+                detail="url is http://: the token and events cross the network unencrypted",
+            )
         if cfg.ack:
             state = AckState(cfg.state_path())
             try:
