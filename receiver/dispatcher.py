@@ -249,7 +249,7 @@ class Dispatcher:
             reason=reason[:300],
         )
 
-    async def _retry(self, batch: Sequence[Claimed], error: str) -> None:
+    async def _retry(self, batch: Sequence[Claimed], error: str, *, wait: bool = True) -> None:
         cfg = self.config
         out = [c for c in batch if c.attempts + 1 >= cfg.max_attempts]
         if out:
@@ -270,7 +270,8 @@ class Dispatcher:
             error=error[:300],
         )
         # Wait the backoff out here too, so newer events do not overtake these.
-        await self._sleep(delay, wakeable=False)
+        if wait:
+            await self._sleep(delay, wakeable=False)
 
     async def _unavailable(self, batch: Sequence[Claimed], exc: SinkUnavailableError) -> None:
         self._outage += 1
@@ -290,8 +291,17 @@ class Dispatcher:
         }
         ok = [c for i, c in enumerate(batch) if i not in failed]
         await self._delivered(ok)
-        permanent = [batch[i] for i, e in failed.items() if isinstance(e, PermanentSinkError)]
-        retry = [batch[i] for i, e in failed.items() if not isinstance(e, PermanentSinkError)]
+
+        def of(kind: type[SinkError], exclude: type[SinkError] | None = None) -> list[int]:
+            return [
+                i
+                for i, e in failed.items()
+                if isinstance(e, kind) and not (exclude and isinstance(e, exclude))
+            ]
+
+        permanent = [batch[i] for i in of(PermanentSinkError)]
+        unavailable = of(SinkUnavailableError)
+        retry = [batch[i] for i in failed if i not in unavailable and batch[i] not in permanent]
         if permanent:
             reasons = {batch[i].outbox_id: str(e) for i, e in failed.items()}
             await self.store.mark_dead(
@@ -306,5 +316,9 @@ class Dispatcher:
                 event_ids=[c.event.event_id for c in permanent[:20]],
             )
         if retry:
-            first = next(e for e in failed.values() if not isinstance(e, PermanentSinkError))
-            await self._retry(retry, str(first))
+            first = next(e for i, e in failed.items() if batch[i] in retry)
+            # When some events also found the sink unavailable, that backoff is waited below.
+            await self._retry(retry, str(first), wait=not unavailable)
+        down = [e for e in failed.values() if isinstance(e, SinkUnavailableError)]
+        if down:
+            await self._unavailable([batch[i] for i in unavailable], down[0])

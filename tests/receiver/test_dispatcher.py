@@ -352,3 +352,23 @@ def test_delivered_only_after_confirmation(tmp_path: Path) -> None:
         assert (await store.stats()).sinks.get("mem", SinkStats()).pending == 0
 
     asyncio.run(with_dispatcher(tmp_path, sink, config(), 1, body))
+
+
+def test_partial_with_unavailable_is_not_charged(tmp_path: Path) -> None:
+    """Events a partial failure reports as 'sink unavailable' wait uncharged; the sink shows down."""
+
+    def script(n: int, batch: Sequence[Event]) -> SinkError | None:
+        if n == 1:
+            return PartialDeliveryError({1: SinkUnavailableError("token disabled")})
+        return None
+
+    sink = MemorySink(script)
+
+    async def body(d: Dispatcher, store: SQLiteStore) -> None:
+        await run_until(lambda: sink.calls >= 1)
+        await run_until(lambda: d.up is False or len(sink.delivered) == 3)
+        await run_until(lambda: len(sink.delivered) == 3)
+        assert await store.dead_letters() == []
+
+    asyncio.run(with_dispatcher(tmp_path, sink, config(max_attempts=1), 3, body))
+    assert sink.batches[1] == ["e0001"]
