@@ -11,7 +11,9 @@ The dispatcher alone owns retry policy; sinks only classify errors (sinks.base).
 - ``SinkUnavailableError``: no attempt charged, the sink is reported down, the loop
   backs off (capped) and tries the same events again;
 - ``PermanentSinkError``, ``max_attempts`` reached, or older than ``max_age_seconds``:
-  dead letter (kept, listable, re-queueable).
+  dead letter (kept, listable, re-queueable);
+- ``health()`` runs after start and every minute while idle, so ``/readyz`` shows a
+  broken destination (say, a revoked token) before an event has to fail on it.
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ class Dispatcher:
         rng: random.Random | None = None,
         lease_seconds: float = 300.0,
         poll_seconds: float = 1.0,
+        health_interval_seconds: float = 60.0,
+        health_timeout_seconds: float = 15.0,
     ) -> None:
         self.sink = sink
         self.config = config
@@ -75,12 +79,15 @@ class Dispatcher:
         self.rng = rng or random.Random()
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
+        self.health_interval_seconds = health_interval_seconds
+        self.health_timeout_seconds = health_timeout_seconds
         self.up = False
         self.detail = "starting"
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._outage = 0  # consecutive unavailable answers, for the loop's own backoff
+        self._last_health = 0.0
         self._arrived = 0  # events stored since the last look at the outbox
         self._filling = False  # waiting for a partial batch to fill
 
@@ -162,13 +169,26 @@ class Dispatcher:
                 )
                 continue
             self._set_state(True, "")
+            await self._check_health()
             return
+
+    async def _check_health(self) -> None:
+        """Ask the sink what a send needs; shown in /readyz before any event fails."""
+        self._last_health = time.monotonic()
+        try:
+            health = await asyncio.wait_for(self.sink.health(), self.health_timeout_seconds)
+        except Exception as exc:  # a health check must never stop the loop
+            self._set_state(False, f"health check failed: {type(exc).__name__}: {exc}"[:300])
+            return
+        self._set_state(health.ok, "" if health.ok else health.detail[:300])
 
     async def _step(self) -> None:
         cfg = self.config
         now = self.clock()
         summary = await self.store.pending_summary(self.name, now=now, limit=cfg.batch_max_events)
         if summary.due == 0:
+            if time.monotonic() - self._last_health >= self.health_interval_seconds:
+                await self._check_health()  # idle: the next event should not be first to find out
             wait = self.poll_seconds
             if summary.next_due_at is not None:
                 wait = min(wait, max(0.0, summary.next_due_at - now))

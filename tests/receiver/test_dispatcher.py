@@ -372,3 +372,36 @@ def test_partial_with_unavailable_is_not_charged(tmp_path: Path) -> None:
 
     asyncio.run(with_dispatcher(tmp_path, sink, config(max_attempts=1), 3, body))
     assert sink.batches[1] == ["e0001"]
+
+
+def test_health_shown_before_any_event(tmp_path: Path) -> None:
+    """A failing health check marks the sink down while idle; recovery marks it up."""
+    state = {"ok": False}
+
+    class Checked(MemorySink):
+        async def health(self) -> SinkHealth:
+            return SinkHealth(state["ok"], "" if state["ok"] else "token rejected")
+
+    sink = Checked()
+
+    async def run() -> None:
+        store = SQLiteStore(tmp_path / "spool.db")
+        await store.open()
+        d = Dispatcher(
+            sink,
+            config(),
+            store,
+            Metrics(),
+            poll_seconds=0.02,  # type: ignore[arg-type]
+            health_interval_seconds=0.05,
+        )
+        d.start()
+        try:
+            await run_until(lambda: d.up is False and d.detail == "token rejected")
+            state["ok"] = True
+            await run_until(lambda: d.up is True)
+        finally:
+            await d.stop()
+            await store.close()
+
+    asyncio.run(run())
