@@ -23,6 +23,7 @@ ENTRY_POINT_GROUP = "bighub_siem.sinks"
 # Imported lazily so that a sink's heavy client library is needed only when used.
 _BUILTINS: dict[str, str] = {
     "stdout": "sinks.stdout:StdoutSink",
+    "s3": "sinks.s3:S3Sink",
 }
 
 
