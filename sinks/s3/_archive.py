@@ -56,7 +56,7 @@ from sinks.s3.manifest import (
     sign_manifest,
 )
 
-__all__ = ["MARKER_NAME", "ArchiveWriter"]
+__all__ = ["MARKER_NAME", "ArchiveWriter", "KeyConflictError"]
 
 log = structlog.get_logger("bighub_siem.sinks.s3")
 
@@ -66,6 +66,11 @@ _RECENT_MANIFESTS = 8  # read at open: the newest is the head, all of them seed 
 _CHAINED_MAX = 200_000  # keys remembered as chained (bounded memory)
 _CACHE_MAX = 8  # decoded objects kept to skip re-reads on retries
 _MANIFEST_RACES = 3
+
+
+class KeyConflictError(SinkUnavailableError):
+    """Our object key holds other content (tampering, or a foreign writer): the events
+    wait, uncharged, until an operator investigates. Only this partition is affected."""
 
 
 class ArchiveWriter:
@@ -157,6 +162,9 @@ class ArchiveWriter:
                 try:
                     self._write_partition(partition, [batch[p] for p in positions])
                     continue
+                except KeyConflictError as exc:
+                    failures.update((p, exc) for p in positions)
+                    continue
                 except SinkUnavailableError as exc:
                     down = exc  # the rest would fail the same way; do not hammer it
                 except SinkError as exc:
@@ -181,7 +189,7 @@ class ArchiveWriter:
         # The key exists: identical content is a delivery, anything else is tampering.
         existing = self._read(obj.key, fresh=True)
         if existing is None or existing.members != obj.members:
-            raise SinkUnavailableError(
+            raise KeyConflictError(
                 f"{obj.key} exists with other content; refusing to overwrite: "
                 "run verify-archive and investigate"
             )

@@ -102,7 +102,8 @@ class S3Sink:
             RetryableSinkError: a transient failure; objects already written are
                 recognised on the retry, never written twice.
             PermanentSinkError: S3 says these objects can never be stored.
-            PartialDeliveryError: some partitions failed, the others are archived.
+            PartialDeliveryError: some partitions failed (the others are archived), or
+                partitions failed for different reasons.
         """
         if not batch:
             return
@@ -112,26 +113,26 @@ class S3Sink:
         failures = await self._off_loop(self._locked, writer.write_batch, batch)
         if not failures:
             return
-        if len(failures) == len(batch):
-            errors = list(failures.values())
-            raise next((e for e in errors if isinstance(e, SinkUnavailableError)), errors[0])
+        kinds = {type(e) for e in failures.values()}
+        if len(failures) == len(batch) and len(kinds) == 1:
+            # One cause for all: raise it, so an outage stays uncharged (SinkUnavailableError).
+            raise next(iter(failures.values()))
         raise PartialDeliveryError(failures)
 
     async def health(self) -> SinkHealth:
         """HeadBucket plus a conditional PUT of the archive marker (write permission)."""
         try:
-            writer = self._writer
-            if writer is not None:
-                await self._off_loop(writer.probe)
-            else:
-                await self._off_loop(
-                    lambda: ArchiveWriter(
-                        api_for(self.config), self.config, clock=self._clock
-                    ).probe()
-                )
+            await self._off_loop(self._probe)
         except SinkError as exc:
             return SinkHealth(ok=False, detail=str(exc))
         return SinkHealth(ok=True)
+
+    def _probe(self) -> None:
+        writer = self._writer
+        if writer is None:  # not started (or start keeps failing): probe with a fresh client
+            writer = ArchiveWriter(api_for(self.config), self.config, clock=self._clock)
+        # No lock: the probe touches no chain state, so it may run beside a send.
+        writer.probe()
 
     async def close(self) -> None:
         """Publish entries still pending (after a failed manifest write); safe twice."""

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import pytest
 from botocore.exceptions import ClientError
 
-from sinks import Event, SinkUnavailableError
+from sinks import Event, PartialDeliveryError, SinkUnavailableError
 from sinks.s3 import S3Config, S3Sink, verify_archive
 from sinks.s3.encoder import Partition, encode_object
 from sinks.s3.sink import api_for
@@ -327,3 +327,34 @@ def test_close_is_safe_twice(moto_server: MotoServer, s3_bucket: Callable[..., s
         await sink.close()
 
     run(twice())
+
+
+def test_a_foreign_object_at_our_key_fails_only_its_partition(
+    moto_server: MotoServer, s3_bucket: Callable[..., str]
+) -> None:
+    """Something else under the exact key is never overwritten or taken for delivered:
+    that partition fails (operator must look), the batch's other partitions are archived."""
+    bucket = s3_bucket()
+    cfg = s3_config(moto_server, bucket, KEYS)
+    decisions = [make_event(1), make_event(3)]
+    rules = [make_event(2, "rule.patch_applied")]
+    target = encode_object("audit/", Partition("decision", "2026-11-24", "08"), decisions)
+    moto_server.client().put_object(Bucket=bucket, Key=target.key, Body=b"planted")
+
+    async def attempt() -> PartialDeliveryError:
+        sink = S3Sink(cfg)
+        await sink.start()
+        try:
+            with pytest.raises(PartialDeliveryError) as info:
+                await sink.send([decisions[0], rules[0], decisions[1]])
+        finally:
+            await sink.close()
+        return info.value
+
+    error = run(attempt())
+    assert sorted(error.failures) == [0, 2]
+    assert all(isinstance(e, SinkUnavailableError) for e in error.failures.values())
+    assert "exists with other content" in str(error.failures[0])
+    body = moto_server.client().get_object(Bucket=bucket, Key=target.key)["Body"].read()
+    assert body == b"planted"
+    assert [line["seq"] for _, line in archived(moto_server.client(), bucket, "audit/rule/")] == [2]
