@@ -16,15 +16,15 @@ Exactly-once, including after a crash between an object PUT and the outbox commi
    the dispatcher marks delivered is covered by a signed manifest.
 
 The chain head is recovered from the newest manifest in the bucket when opened.
-One writer per archive prefix: a second writer is detected (conditional manifest
-writes) and the chain is re-read, but two writers would archive the same events only
-if they shared a sink name and store.
+Run one writer per archive prefix. Should a second one write manifests too, the
+conditional manifest PUT notices and the chain is re-read before linking, so the
+chain stays one line; but the two writers' manifests interleave.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -195,7 +195,7 @@ class ArchiveWriter:
             )
         self._chain(existing.info)
 
-    def _already_archived(self, partition: Partition, wanted: Any) -> set[Member]:
+    def _already_archived(self, partition: Partition, wanted: Collection[Member]) -> set[Member]:
         members = set(wanted)
         low = min(m[0] for m in members)
         high = max(m[0] for m in members)

@@ -5,10 +5,11 @@ Key layout (Hive style, for Athena / Glue partition projection)::
     <prefix>/<category>/dt=YYYY-MM-DD/hour=HH/<first seq>-<last seq>-<sha256 prefix>.ndjson.gz
 
 The partition comes from the event time: ``occurred_at`` when the event states one,
-else ``received_at``, in UTC. The name is derived from what the object holds (the
-store's seq range and the SHA-256 of the stored bytes, which gzip with a fixed
-mtime makes deterministic), so the same events always give the same key; the seq range in the name lets the sink find objects that may
-already hold events of a batch (see ``sink.py``).
+else ``received_at``, in UTC. The name is derived from what the object holds: the
+store's seq range and the SHA-256 of the stored bytes (gzip with a fixed mtime makes
+them deterministic), so the same events always give the same key. The seq range in
+the name lets the writer find objects that may already hold events of a batch
+(see ``_archive.py``).
 """
 
 from __future__ import annotations
