@@ -119,7 +119,9 @@ def _read_manifests(
             )
             continue
         good[sequence] = (key, manifest)
-    for missing in sorted(set(range(max(named, default=-1) + 1)) - named):
+    # Gaps below the newest genuine manifest; a planted name far ahead (already reported
+    # above) must not make us enumerate a trillion sequence numbers.
+    for missing in sorted(set(range(max(good, default=-1) + 1)) - named):
         found.append(Finding("missing_manifest", f"sequence {missing}", "no manifest"))
     return good, named, found
 

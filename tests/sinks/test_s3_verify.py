@@ -281,3 +281,10 @@ def test_archive_written_by_serve_verifies_from_the_cli(
         tolerance_seconds=10**9,
         now=time.time,
     )
+
+
+def test_planted_manifest_name_far_ahead_is_reported_cheaply(archive: Archive) -> None:
+    """A junk manifest claiming sequence 999999999999 is forged, not a trillion gaps."""
+    key = "audit/_manifests/000000000000.json"
+    archive.client.put_object(Bucket=archive.bucket, Key=key, Body=b"{}")
+    assert archive.kinds() == [("forged_manifest", key)]
