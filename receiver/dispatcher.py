@@ -198,7 +198,6 @@ class Dispatcher:
             cfg.batch_max_wait_seconds > 0
             and summary.due < cfg.batch_max_events
             and summary.oldest_received_at is not None
-            and not self._stop.is_set()
         ):
             ready_at = summary.oldest_received_at + cfg.batch_max_wait_seconds
             if ready_at > now:

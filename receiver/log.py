@@ -97,7 +97,9 @@ def configure_logging(settings: LogSettings) -> None:
         processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=lambda *args: _STDERR,
-        cache_logger_on_first_use=True,
+        # Not cached: module-level loggers must follow a later configure() (and tests'
+        # capture_logs()); resolving the configuration per call costs about a microsecond.
+        cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(

@@ -24,6 +24,7 @@ ENTRY_POINT_GROUP = "bighub_siem.sinks"
 _BUILTINS: dict[str, str] = {
     "stdout": "sinks.stdout:StdoutSink",
     "splunk_hec": "sinks.splunk_hec:SplunkHecSink",
+    "s3": "sinks.s3:S3Sink",
 }
 
 

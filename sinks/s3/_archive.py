@@ -1,0 +1,340 @@
+"""The blocking archive writer: exactly-once objects and the manifest chain.
+
+Exactly-once, including after a crash between an object PUT and the outbox commit:
+
+1. Object keys derive from content (seq range + content hash) and every PUT is
+   conditional (``If-None-Match: *``), so a retried identical object is never
+   written twice; an existing identical object counts as delivered.
+2. A retried batch need not be identical: the dispatcher re-claims from the oldest
+   pending row with the current limits, so it may hold more events (more arrived)
+   or fewer (limits lowered, events dead-lettered). Before writing a partition, the
+   writer lists that partition and reads every object whose seq range overlaps the
+   batch's; events found there (same seq, source and event id) count as delivered
+   and only the rest are written. No event ends up in two objects.
+3. Every object written (or found that way and not yet chained) gets a chain entry,
+   and ``write_batch`` publishes a signed manifest before it returns, so every event
+   the dispatcher marks delivered is covered by a signed manifest.
+
+The chain head is recovered from the newest manifest in the bucket when opened.
+Run one writer per archive prefix. Should a second one write manifests too, the
+conditional manifest PUT notices and the chain is re-read before linking, so the
+chain stays one line; but the two writers' manifests interleave.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import structlog
+
+from sinks.base import Event, SinkError, SinkUnavailableError
+from sinks.s3._client import S3Api
+from sinks.s3.config import S3Config
+from sinks.s3.encoder import (
+    ArchiveObject,
+    Member,
+    Partition,
+    decode_object,
+    encode_object,
+    parse_object_name,
+    split_by_partition,
+)
+from sinks.s3.manifest import (
+    MANIFEST_DIR,
+    ChainHead,
+    EntryInfo,
+    ManifestError,
+    SignedManifest,
+    build_manifest,
+    key_id,
+    manifest_key,
+    open_manifest,
+    sequence_of_key,
+    sign_manifest,
+)
+
+__all__ = ["MARKER_NAME", "ArchiveWriter", "KeyConflictError"]
+
+log = structlog.get_logger("bighub_siem.sinks.s3")
+
+MARKER_NAME = "_bighub-siem-archive.json"
+_MARKER = b'{"archive":"bighub-siem","layout_version":1}\n'
+_RECENT_MANIFESTS = 8  # read at open: the newest is the head, all of them seed _chained
+_CHAINED_MAX = 200_000  # keys remembered as chained (bounded memory)
+_CACHE_MAX = 8  # decoded objects kept to skip re-reads on retries
+_MANIFEST_RACES = 3
+
+
+class KeyConflictError(SinkUnavailableError):
+    """Our object key holds other content (tampering, or a foreign writer): the events
+    wait, uncharged, until an operator investigates. Only this partition is affected."""
+
+
+class ArchiveWriter:
+    """Writes batches as objects and chains them. Not thread-safe: one caller at a time."""
+
+    def __init__(self, api: S3Api, config: S3Config, *, clock: Callable[[], float]) -> None:
+        self.api = api
+        self.config = config
+        self.clock = clock
+        self._key = config.private_key()
+        self._key_id = key_id(self._key.public_key())
+        self._prefix = config.key_prefix()
+        self._head: ChainHead | None = None
+        self._pending: list[EntryInfo] = []
+        self._chained: OrderedDict[str, str] = OrderedDict()  # key -> sha256
+        self._cache: OrderedDict[str, ArchiveObject] = OrderedDict()
+
+    # -- opening and probing -----------------------------------------------------------
+
+    @property
+    def marker_key(self) -> str:
+        return self._prefix + MARKER_NAME
+
+    def open(self) -> None:
+        """Check access (write the marker once) and recover the chain head."""
+        self.probe()
+        self._load_head()
+
+    def probe(self) -> None:
+        """What a send needs: the bucket answers and accepts our writes.
+
+        The conditional PUT of the marker proves write permission without creating
+        anything once the marker exists (S3 checks authorization before the
+        precondition), which matters on a bucket under Object Lock.
+        """
+        self.api.head_bucket()
+        self.api.put_new(self.marker_key, _MARKER, **self._extra(kind="marker"))
+
+    def _load_head(self) -> None:
+        recent: list[SignedManifest] = []
+        public = self._key.public_key()
+        for key in self.api.keys(self._prefix + MANIFEST_DIR, limit=_RECENT_MANIFESTS):
+            sequence = sequence_of_key(key)
+            data = self.api.get(key) if sequence is not None else None
+            if data is None:
+                continue
+            try:
+                manifest = open_manifest(data, public)
+                if (
+                    manifest.sequence != sequence
+                    or manifest.body.get("prefix") != self.config.prefix
+                ):
+                    raise ManifestError("its content does not belong at this key")
+            except ManifestError as exc:
+                if not recent:
+                    # Extending a chain whose newest link is broken would hide the damage.
+                    raise SinkUnavailableError(
+                        f"newest manifest {key} is invalid ({exc}); refusing to extend the "
+                        "chain: run verify-archive and investigate"
+                    ) from None
+                log.warning("manifest_invalid", key=key, error=str(exc))
+                continue
+            recent.append(manifest)
+        self._head = recent[0].head() if recent else ChainHead()
+        for manifest in reversed(recent):
+            for entry in manifest.entries:
+                self._remember_chained(str(entry["key"]), str(entry["sha256"]))
+        log.info("archive_opened", sequence=self._head.sequence, entries=self._head.next_index)
+
+    # -- writing -----------------------------------------------------------------------
+
+    def write_batch(self, batch: Sequence[Event]) -> dict[int, SinkError]:
+        """Archive ``batch``, one object per partition, then publish a manifest.
+
+        Returns:
+            batch position -> error for events of partitions that failed (empty when
+            all went well).
+
+        Raises:
+            SinkError: the manifest could not be published; nothing may be marked
+                delivered (the objects stay and are recognised on the retry).
+        """
+        if self._head is None:
+            self._load_head()
+        failures: dict[int, SinkError] = {}
+        down: SinkUnavailableError | None = None
+        for partition, positions in split_by_partition(batch).items():
+            if down is None:
+                try:
+                    self._write_partition(partition, [batch[p] for p in positions])
+                    continue
+                except KeyConflictError as exc:
+                    failures.update((p, exc) for p in positions)
+                    continue
+                except SinkUnavailableError as exc:
+                    down = exc  # the rest would fail the same way; do not hammer it
+                except SinkError as exc:
+                    failures.update((p, exc) for p in positions)
+                    continue
+            failures.update((p, down) for p in positions)
+        self.flush()
+        return failures
+
+    def _write_partition(self, partition: Partition, events: Sequence[Event]) -> None:
+        wanted: dict[Member, Event] = {(e.seq, e.source, e.event_id): e for e in events}
+        held = self._already_archived(partition, wanted.keys())
+        remaining = [event for member, event in wanted.items() if member not in held]
+        if not remaining:
+            return
+        obj = encode_object(self._prefix, partition, remaining, level=self.config.gzip_level)
+        if self._put(obj):
+            self._cache_put(ArchiveObject(obj.info, obj.members))
+            self._chain(obj.info)
+            log.info("object_archived", key=obj.key, events=obj.info.events, size=obj.info.size)
+            return
+        # The key exists: identical content is a delivery, anything else is tampering.
+        existing = self._read(obj.key, fresh=True)
+        if existing is None or existing.members != obj.members:
+            raise KeyConflictError(
+                f"{obj.key} exists with other content; refusing to overwrite: "
+                "run verify-archive and investigate"
+            )
+        self._chain(existing.info)
+
+    def _already_archived(self, partition: Partition, wanted: Collection[Member]) -> set[Member]:
+        members = set(wanted)
+        low = min(m[0] for m in members)
+        high = max(m[0] for m in members)
+        held: set[Member] = set()
+        for key in self.api.keys(partition.path(self._prefix)):
+            span = parse_object_name(key)
+            if span is None or span[1] < low or span[0] > high:
+                continue
+            existing = self._read(key)
+            if existing is None:
+                continue
+            overlap = existing.members & members
+            if overlap:
+                held |= overlap
+                self._chain(existing.info)
+                log.info("archive_recovered", key=key, events=len(overlap))
+        return held
+
+    def _put(self, obj: ArchiveObject) -> bool:
+        extra = self._extra(kind="data")
+        if obj.info.size > self.config.multipart_threshold_bytes:
+            return self.api.multipart_new(
+                obj.key, obj.data, self.config.multipart_part_bytes, **extra
+            )
+        return self.api.put_new(obj.key, obj.data, **extra)
+
+    def _read(self, key: str, *, fresh: bool = False) -> ArchiveObject | None:
+        """An existing object's contents, or None if gone or not trustworthy."""
+        if not fresh and key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        data = self.api.get(key)
+        if data is None:
+            return None
+        try:
+            obj = decode_object(key, data)
+        except ValueError as exc:
+            log.error("archive_object_unreadable", key=key, error=str(exc))
+            return None
+        known = self._chained.get(key)
+        if known is not None and known != obj.info.sha256:
+            # Its events do not count as archived: they are written again, and the
+            # verifier reports the altered object.
+            log.error("archive_object_altered", key=key)
+            return None
+        self._cache_put(obj)
+        return obj
+
+    def _cache_put(self, obj: ArchiveObject) -> None:
+        self._cache[obj.key] = obj
+        self._cache.move_to_end(obj.key)
+        while len(self._cache) > _CACHE_MAX:
+            self._cache.popitem(last=False)
+
+    # -- the chain ---------------------------------------------------------------------
+
+    def _remember_chained(self, key: str, sha256: str) -> None:
+        self._chained[key] = sha256
+        self._chained.move_to_end(key)
+        while len(self._chained) > _CHAINED_MAX:
+            self._chained.popitem(last=False)
+
+    def _chain(self, info: EntryInfo) -> None:
+        if info.key in self._chained:
+            return
+        self._pending.append(info)
+        self._remember_chained(info.key, info.sha256)
+
+    def flush(self) -> None:
+        """Publish the pending entries as the next signed manifest (no-op when none).
+
+        Raises:
+            SinkError: not published; the entries stay pending.
+        """
+        for _ in range(_MANIFEST_RACES):
+            if not self._pending:
+                return
+            if self._head is None:
+                self._load_head()
+            head = self._head if self._head is not None else ChainHead()
+            body = build_manifest(
+                prefix=self.config.prefix,
+                previous=head,
+                infos=self._pending,
+                created_at=self._now().isoformat(timespec="seconds").replace("+00:00", "Z"),
+                signer_key_id=self._key_id,
+            )
+            data, digest = sign_manifest(body, self._key)
+            key = manifest_key(self._prefix, body["sequence"])
+            if self.api.put_new(key, data, **self._extra(kind="manifest")):
+                written: ChainHead | None = ChainHead(
+                    body["sequence"], digest, body["chain"]["head"], body["chain"]["end_index"]
+                )
+            else:
+                written = self._earlier_attempt(key, body)
+            if written is not None:
+                self._head = written
+                log.info("manifest_written", key=key, entries=len(self._pending))
+                self._pending.clear()
+                return
+            # Another writer took this sequence: re-read the chain and link onto it.
+            log.warning("manifest_race", key=key)
+            self._head = None
+        raise SinkUnavailableError(
+            "another writer keeps extending this archive's chain; one writer per prefix"
+        )
+
+    def _earlier_attempt(self, key: str, body: dict[str, Any]) -> ChainHead | None:
+        """The head after ``key`` if it holds this very manifest from an earlier attempt
+        (a PUT that succeeded but whose answer was lost), else None."""
+        data = self.api.get(key)
+        if data is None:
+            return None
+        try:
+            theirs = open_manifest(data, self._key.public_key())
+        except ManifestError:
+            return None
+        same = theirs.body["entries"] == body["entries"] and theirs.body["chain"] == body["chain"]
+        return theirs.head() if same else None
+
+    # -- request settings --------------------------------------------------------------
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), tz=timezone.utc)
+
+    def _extra(self, *, kind: str) -> dict[str, Any]:
+        cfg = self.config
+        extra: dict[str, Any] = {
+            "ContentType": "application/gzip" if kind == "data" else "application/json",
+            # Manifests and the marker are read at every start: keep them readable.
+            "StorageClass": cfg.storage_class if kind == "data" else "STANDARD",
+        }
+        if cfg.server_side_encryption != "none":
+            extra["ServerSideEncryption"] = cfg.server_side_encryption
+            if cfg.kms_key_id:
+                extra["SSEKMSKeyId"] = cfg.kms_key_id
+        if cfg.object_lock_mode != "none" and cfg.retention_days and kind != "marker":
+            extra["ObjectLockMode"] = cfg.object_lock_mode
+            extra["ObjectLockRetainUntilDate"] = datetime.fromtimestamp(
+                self.clock() + cfg.retention_days * 86400, tz=timezone.utc
+            )
+        return extra
