@@ -138,7 +138,7 @@ def test_batches_by_count(tmp_path: Path) -> None:
     sink = MemorySink()
 
     async def body(d: Dispatcher, store: SQLiteStore) -> None:
-        await run_until(lambda: len(sink.delivered) == 25)
+        await run_until(lambda: d.metrics.delivered.labels("mem")._value.get() == 25)
         assert (await store.stats()).sinks.get("mem", SinkStats()).pending == 0
 
     asyncio.run(with_dispatcher(tmp_path, sink, config(batch_max_events=10), 25, body))
@@ -215,7 +215,7 @@ def test_unavailable_is_not_charged(tmp_path: Path) -> None:
         await run_until(lambda: sink.calls >= 3)
         assert d.up is False
         assert "token revoked" in d.detail
-        await run_until(lambda: len(sink.delivered) == 2)
+        await run_until(lambda: d.metrics.delivered.labels("mem")._value.get() == 2)
         assert d.up is True
         assert await store.dead_letters() == []
 
@@ -248,7 +248,8 @@ def test_partial_delivery(tmp_path: Path) -> None:
     sink = MemorySink(script)
 
     async def body(d: Dispatcher, store: SQLiteStore) -> None:
-        await run_until(lambda: len(sink.delivered) == 3)
+        # The sink records before the dispatcher marks the store: wait on the marks.
+        await run_until(lambda: d.metrics.delivered.labels("mem")._value.get() == 3)
         dead = await store.dead_letters()
         assert [x.event_id for x in dead] == ["e0001"]
         assert (await store.stats()).sinks.get("mem", SinkStats()).pending == 0
@@ -367,7 +368,7 @@ def test_partial_with_unavailable_is_not_charged(tmp_path: Path) -> None:
     async def body(d: Dispatcher, store: SQLiteStore) -> None:
         await run_until(lambda: sink.calls >= 1)
         await run_until(lambda: d.up is False or len(sink.delivered) == 3)
-        await run_until(lambda: len(sink.delivered) == 3)
+        await run_until(lambda: d.metrics.delivered.labels("mem")._value.get() == 3)
         assert await store.dead_letters() == []
 
     asyncio.run(with_dispatcher(tmp_path, sink, config(max_attempts=1), 3, body))
