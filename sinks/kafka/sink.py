@@ -82,6 +82,7 @@ class KafkaSink:
         self._lock = threading.Lock()  # guards _producer / _closed across threads
         self._producer: Any = None
         self._closed = False
+        self._warned = False
 
     # -- the hand-off to the worker thread -------------------------------------------
 
@@ -105,14 +106,20 @@ class KafkaSink:
                 handshake (TLS / SASL) failed; the message says which.
         """
         _quiet_library_logs()
-        if importlib.util.find_spec("crc32c") is None:
+        if not self._warned and importlib.util.find_spec("crc32c") is None:
+            self._warned = True
             log.warning(
                 "kafka_crc32c_missing",
                 sink=self.config.name,
                 detail="kafka-python computes CRC32C in pure Python; install crc32c"
                 " (part of bighub-siem[kafka]) for several times the throughput",
             )
-        await self._run(self._ensure_producer)
+        try:
+            await self._run(self._ensure_producer)
+        except SinkError as exc:
+            # One line per failed attempt (the dispatcher logs only state changes).
+            log.warning("kafka_start_failed", sink=self.config.name, error=str(exc))
+            raise
         log.info(
             "kafka_connected",
             sink=self.config.name,
@@ -195,18 +202,32 @@ class KafkaSink:
         try:
             from kafka import KafkaProducer
             from kafka.errors import KafkaTimeoutError
+            from kafka.net.compat import KafkaNetClient
         except ImportError as exc:
-            raise SinkUnavailableError(
-                f"the kafka-python package is not installed ({INSTALL_HINT})"
-            ) from exc
+            raise SinkUnavailableError(f"kafka-python 3 is not installed ({INSTALL_HINT})") from exc
         from sinks.kafka.errors import map_kafka_error
 
+        settings = self._producer_settings()
+        clients: list[Any] = []
+        if self._factory is None:
+            # KafkaProducer leaves its network client (sockets, selector) open when it
+            # fails to bootstrap; building the client through the documented
+            # kafka_client hook lets us close it, instead of leaking one per attempt.
+            def tracked_client(**configs: Any) -> Any:
+                client = KafkaNetClient(**configs)
+                clients.append(client)
+                return client
+
+            settings["kafka_client"] = tracked_client
         factory = self._factory or (lambda settings: KafkaProducer(**settings))
         try:
-            return factory(self._producer_settings())
-        except KafkaTimeoutError as exc:  # the constructor times out only bootstrapping
-            raise SinkUnavailableError(self._diagnose()) from exc
+            return factory(settings)
         except Exception as exc:
+            for client in clients:
+                with contextlib.suppress(Exception):
+                    client.close()
+            if isinstance(exc, KafkaTimeoutError):  # the constructor times out bootstrapping
+                raise SinkUnavailableError(self._diagnose()) from exc
             raise map_kafka_error(exc) from exc
 
     def _producer_settings(self) -> dict[str, Any]:
