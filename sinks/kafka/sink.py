@@ -1,10 +1,11 @@
 """The Kafka sink: kafka-python's blocking producer, driven from one worker thread.
 
-Every producer call (connect, send, flush, close) runs on the sink's own
-single-thread executor, and at most one call is handed to it at a time (an
-``asyncio.Lock`` in front of it), so the event loop never blocks and work never
-piles up behind a slow broker. ``send`` returns only after every record's
-delivery future succeeded (``acks = "all"`` by default, idempotent producer).
+Every producer call (connect, send, flush) runs on the sink's own thread
+(``_worker.Worker``): one call at a time, nothing queued behind it, and a time
+limit past which the sink reports the cluster unavailable, so the event loop never
+blocks and work never piles up behind a slow broker. ``send`` returns only after
+every record's delivery future succeeded (``acks = "all"`` by default, idempotent
+producer).
 
 After any failure other than a refused record, the producer is closed and a new
 one is built for the next attempt: a producer that gave up on records may still
@@ -23,7 +24,6 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, TypeVar
 
 import structlog
@@ -37,6 +37,7 @@ from sinks.base import (
     SinkHealth,
     SinkUnavailableError,
 )
+from sinks.kafka._worker import Worker, WorkerTimeout
 from sinks.kafka.config import INSTALL_HINT, SASL_PROTOCOLS, TLS_PROTOCOLS, KafkaConfig
 from sinks.kafka.encoder import encode, routable_topics
 
@@ -76,9 +77,15 @@ class KafkaSink:
         self._topic = config.topic_template
         self._key = config.key_spec
         self._health_topics, self._health_note = routable_topics(self._topic, config.events)
-        self._executor: ThreadPoolExecutor | None = None
-        self._gate = asyncio.Lock()  # one call in the worker at a time
-        self._health_gate = asyncio.Lock()
+        self._worker = Worker(f"kafka-{config.name}")
+        self._health_worker = Worker(f"kafka-{config.name}-health")
+        # Longest a connect (TLS check + bootstrap + diagnosis) and a send (metadata +
+        # delivery timeout) can take when every library timeout fires; past it the
+        # client is stuck, and the sink says so instead of waiting.
+        request = config.request_timeout_ms / 1000
+        connect = 2 * request + 2 * len(config.bootstrap_servers)
+        self._limit = connect + request + config.delivery_timeout_ms / 1000 + _GUARD_SECONDS + 5
+        self._health_limit = connect + request * len(self._health_topics) + _CLOSE_SECONDS + 5
         self._lock = threading.Lock()  # guards _producer / _closed across threads
         self._producer: Any = None
         self._closed = False
@@ -87,14 +94,12 @@ class KafkaSink:
     # -- the hand-off to the worker thread -------------------------------------------
 
     async def _run(self, fn: Callable[[], T]) -> T:
-        async with self._gate:
-            if self._closed:
-                raise SinkUnavailableError("kafka sink is closed")
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(
-                    1, thread_name_prefix=f"kafka-{self.config.name}"
-                )
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        if self._closed:
+            raise SinkUnavailableError("kafka sink is closed")
+        try:
+            return await self._worker.run(fn, self._limit)
+        except WorkerTimeout as exc:
+            raise SinkUnavailableError(f"the Kafka client is stuck: {exc}") from None
 
     # -- protocol -----------------------------------------------------------------------
 
@@ -153,8 +158,10 @@ class KafkaSink:
         A fresh client, so the answer is about now (the sending producer caches
         metadata); it runs beside the worker, so a slow send does not hold it up.
         """
-        async with self._health_gate:
-            return await asyncio.to_thread(self._health_blocking)
+        try:
+            return await self._health_worker.run(self._health_blocking, self._health_limit)
+        except WorkerTimeout as exc:
+            return SinkHealth(False, f"the Kafka client is stuck: {exc}")
 
     async def close(self) -> None:
         with self._lock:
@@ -164,9 +171,8 @@ class KafkaSink:
             # KafkaProducer is thread-safe: closing it from here also ends a send that
             # is still waiting in the worker (its futures fail, the rows stay pending).
             await asyncio.to_thread(_close_quietly, producer, _CLOSE_SECONDS)
-        if self._executor is not None:
-            self._executor.shutdown(wait=False)
-            self._executor = None
+        self._worker.stop()
+        self._health_worker.stop()
 
     # -- in the worker thread -------------------------------------------------------------
 
@@ -208,6 +214,8 @@ class KafkaSink:
         from sinks.kafka.errors import map_kafka_error
 
         settings = self._producer_settings()
+        if "ssl_context" in settings:
+            self._tls_check(settings["ssl_context"])
         clients: list[Any] = []
         if self._factory is None:
             # KafkaProducer leaves its network client (sockets, selector) open when it
@@ -292,6 +300,34 @@ class KafkaSink:
                     f"ssl_certfile / ssl_keyfile: cannot load ({type(exc).__name__})"
                 ) from None
         return ctx
+
+    def _tls_check(self, ctx: ssl.SSLContext) -> None:
+        """One TLS handshake of our own, bounded, before kafka-python tries.
+
+        kafka-python's handshake has no timeout (a listener that never answers TLS
+        hangs it), and its failures reach us only as a bootstrap timeout; this one
+        says what is wrong: untrusted certificate, wrong host name, not TLS at all.
+        """
+        timeout = self.config.request_timeout_ms / 1000
+        problems = []
+        for server in self.config.bootstrap_servers:
+            host, _, port = server.rpartition(":")
+            host = host.strip("[]")
+            try:
+                with (
+                    socket.create_connection((host, int(port)), timeout=timeout) as raw,
+                    ctx.wrap_socket(raw, server_hostname=host),
+                ):
+                    return
+            except ssl.SSLCertVerificationError as exc:
+                problems.append(f"{server}: certificate rejected ({exc.verify_message})")
+            except ssl.SSLError as exc:
+                problems.append(f"{server}: TLS error ({exc.reason or type(exc).__name__})")
+            except TimeoutError:
+                problems.append(f"{server}: no TLS answer within {timeout:g} s (not a TLS port?)")
+            except OSError as exc:
+                problems.append(f"{server}: {exc.strerror or type(exc).__name__}")
+        raise SinkUnavailableError(f"TLS handshake failed: {'; '.join(problems)}")
 
     def _diagnose(self) -> str:
         """Why bootstrapping failed, as far as a plain TCP connect can tell."""

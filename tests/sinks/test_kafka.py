@@ -35,9 +35,11 @@ from sinks import (
 from sinks.base import Event
 from sinks.kafka import KafkaConfig, KafkaSink
 from sinks.kafka import errors as kafka_errors
+from sinks.kafka._worker import Worker, WorkerTimeout
 from sinks.kafka.config import codec_available
 from sinks.kafka.encoder import KeySpec, TopicTemplate, encode, routable_topics
 from sinks.kafka.errors import map_kafka_error
+from tests.fakes.tls import TlsListener, make_tls_files, tls_listener
 from tests.harness import base_config, free_port, write_config
 
 PASSWORD = "kafka-password-do-not-log-123"
@@ -560,7 +562,7 @@ def test_producer_runs_off_the_event_loop_one_call_at_a_time(plan: FakePlan) -> 
 
     run(go())
     assert plan.max_active == 1
-    assert plan.threads == {"kafka-slow_0"}
+    assert plan.threads == {"kafka-slow"}
     assert ticks >= 20  # 30 sends x 20 ms = 0.6 s during which the loop kept running
 
 
@@ -755,3 +757,123 @@ def test_secret_value_is_used_only_for_the_client(monkeypatch: pytest.MonkeyPatc
         sasl_password="env:KAFKA_PASSWORD",
     )
     assert PASSWORD not in repr(cfg) + str(cfg) + repr(KafkaSink(cfg).config)
+
+
+# -- TLS settings, against a plain TLS listener --------------------------------------------
+
+
+def tls_sink(
+    plan: FakePlan, listener: TlsListener, host: str = "localhost", **extra: Any
+) -> KafkaSink:
+    settings: dict[str, Any] = {
+        "bootstrap_servers": [f"{host}:{listener.port}"],
+        "security_protocol": "SSL",
+        "ssl_cafile": str(listener.files.ca),
+        "request_timeout_ms": 1000,
+        **extra,
+    }
+    return fake_sink(plan, **settings)
+
+
+def test_tls_with_the_right_ca_and_host_name_connects(
+    plan: FakePlan, tls_listener: TlsListener
+) -> None:
+    """ssl_cafile + hostname check: the handshake passes, then the client is built with it."""
+    run(tls_sink(plan, tls_listener).start())
+    assert tls_listener.handshakes >= 1
+    ctx = plan.producers[0].settings["ssl_context"]
+    assert ctx.check_hostname is True
+    assert ctx.minimum_version.name == "TLSv1_2"
+
+
+def test_tls_hostname_mismatch_is_refused_unless_the_check_is_off(
+    plan: FakePlan, tls_listener: TlsListener
+) -> None:
+    """The certificate names "localhost"; dialling 127.0.0.1 fails the hostname check."""
+    with pytest.raises(SinkUnavailableError, match="certificate rejected"):
+        run(tls_sink(plan, tls_listener, host="127.0.0.1").start())
+    assert plan.producers == []
+    run(tls_sink(plan, tls_listener, host="127.0.0.1", ssl_check_hostname=False).start())
+    assert len(plan.producers) == 1
+
+
+def test_tls_untrusted_ca_is_refused(plan: FakePlan, tls_listener: TlsListener) -> None:
+    """Without our CA file, the system CAs do not trust the broker: a clear error."""
+    settings = {
+        "bootstrap_servers": [f"localhost:{tls_listener.port}"],
+        "security_protocol": "SSL",
+        "request_timeout_ms": 1000,
+    }
+    with pytest.raises(SinkUnavailableError, match="certificate rejected"):
+        run(fake_sink(plan, **settings).start())
+
+
+def test_tls_against_a_port_that_never_answers(plan: FakePlan, silent_listener: int) -> None:
+    """A listener that never speaks TLS fails in request_timeout_ms, not never."""
+    sink = fake_sink(
+        plan,
+        bootstrap_servers=[f"127.0.0.1:{silent_listener}"],
+        security_protocol="SSL",
+        request_timeout_ms=1000,
+    )
+    started = time.monotonic()
+    with pytest.raises(SinkUnavailableError, match="no TLS answer within 1 s"):
+        run(sink.start())
+    assert time.monotonic() - started < 5
+
+
+def test_client_certificate_is_loaded(plan: FakePlan, tmp_path: Path) -> None:
+    """ssl_certfile / ssl_keyfile load into the context; a mismatched pair fails clearly."""
+    one = make_tls_files(tmp_path / "one", ["localhost"])
+    other = make_tls_files(tmp_path / "two", ["localhost"])
+    sink = fake_sink(
+        plan,
+        bootstrap_servers=[f"127.0.0.1:{free_port()}"],
+        security_protocol="SSL",
+        ssl_cafile=str(one.ca),
+        ssl_certfile=str(one.cert),
+        ssl_keyfile=str(other.key),
+    )
+    with pytest.raises(SinkUnavailableError, match="ssl_certfile / ssl_keyfile: cannot load"):
+        run(sink.start())
+
+
+# -- the worker thread -----------------------------------------------------------------------
+
+
+def test_worker_gives_up_on_a_stuck_call_without_queueing_behind_it() -> None:
+    """A call past its limit -> WorkerTimeout; the next caller waits for it, then runs."""
+    worker = Worker("w")
+    release = threading.Event()
+    calls: list[str] = []
+
+    def stuck() -> str:
+        release.wait(5)
+        calls.append("stuck")
+        return "late"
+
+    async def go() -> None:
+        with pytest.raises(WorkerTimeout):
+            await worker.run(stuck, 0.1)
+        with pytest.raises(WorkerTimeout):  # still stuck: nothing was queued behind it
+            await worker.run(lambda: calls.append("second"), 0.1)
+        release.set()
+        assert await worker.run(lambda: "third", 5) == "third"
+        with pytest.raises(ZeroDivisionError):
+            await worker.run(lambda: 1 // 0, 5)
+        worker.stop()
+
+    run(go())
+    assert calls == ["stuck"]
+    assert worker._thread is None
+
+
+def test_worker_thread_is_a_daemon() -> None:
+    """A client call that never returns cannot hold the process open at exit."""
+    worker = Worker("w")
+
+    async def go() -> bool:
+        return await worker.run(lambda: threading.current_thread().daemon, 5)
+
+    assert run(go()) is True
+    worker.stop()
