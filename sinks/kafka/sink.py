@@ -388,6 +388,10 @@ class KafkaSink:
             # Sends lingering records now; the futures below say how each one ended.
             producer.flush(timeout=max(0.0, deadline - time.monotonic()))
         for i, future in futures:
+            if future.is_done:  # after flush, nearly always: no per-record wait
+                if future.exception is not None:
+                    outcomes[i] = map_kafka_error(future.exception)
+                continue
             try:
                 future.get(timeout=max(0.0, deadline - time.monotonic()))
             except Exception as exc:
