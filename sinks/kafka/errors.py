@@ -36,28 +36,24 @@ _PERMANENT: tuple[type[BaseException], ...] = (
     ke.InvalidTimestampError,
 )
 
-_UNAVAILABLE: tuple[type[BaseException], ...] = tuple(
-    cls
-    for cls in (
-        ke.KafkaTimeoutError,
-        ke.KafkaConnectionError,
-        ke.NodeNotReadyError,
-        ke.MetadataEmptyBrokerList,
-        ke.BrokerNotAvailableError,
-        ke.UnknownTopicOrPartitionError,
-        ke.AuthorizationError,
-        ke.SaslAuthenticationFailedError,
-        ke.UnsupportedSaslMechanismError,
-        ke.IllegalSaslStateError,
-        ke.SecurityDisabledError,
-        ke.UnsupportedVersionError,
-        ke.UnsupportedCompressionTypeError,
-        ke.KafkaConfigurationError,
-        # kafka-python 2.x raises NoBrokersAvailable where 3.x times out bootstrapping.
-        getattr(ke, "NoBrokersAvailable", None),
-    )
-    if cls is not None
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    ke.KafkaTimeoutError,
+    ke.KafkaConnectionError,
+    ke.NodeNotReadyError,
+    ke.MetadataEmptyBrokerList,
+    ke.BrokerNotAvailableError,
+    ke.UnknownTopicOrPartitionError,
+    ke.AuthorizationError,
+    ke.SaslAuthenticationFailedError,
+    ke.UnsupportedSaslMechanismError,
+    ke.IllegalSaslStateError,
+    ke.SecurityDisabledError,
+    ke.UnsupportedVersionError,
+    ke.UnsupportedCompressionTypeError,
+    ke.KafkaConfigurationError,
 )
+# kafka-python 3 has no NoBrokersAvailable: unreachable brokers surface as a
+# KafkaTimeoutError (bootstrap, metadata, record expiry) or a KafkaConnectionError.
 
 
 def map_kafka_error(exc: BaseException) -> SinkError:
