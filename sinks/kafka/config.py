@@ -76,10 +76,13 @@ class KafkaConfig(SinkConfig):
         default="none", description="Compression codec of record batches."
     )
     linger_ms: int = Field(
-        default=5,
+        default=100,
         ge=0,
         le=60_000,
-        description="How long the producer may hold records to fill a request.",
+        description=(
+            "How long the producer may hold records while a batch is handed over, to fill"
+            " requests; each send ends with a flush, so it adds no latency to a batch."
+        ),
     )
     max_request_size: int = Field(
         default=1_048_576,
