@@ -1,7 +1,7 @@
-"""Secret references for sink settings: ``env:NAME``, ``file:PATH``, or a literal.
+"""Secret references for sink settings: ``env:NAME``, ``file:PATH`` or a literal.
 
-Sinks never import ``receiver``, so they resolve references here. The value ends up
-in a ``SecretStr``: a repr, a log line or a validation error never shows it.
+Sinks never import ``receiver``, so they resolve references here. The value ends as
+a ``SecretStr``; error messages name the reference, never the secret.
 """
 
 from __future__ import annotations
@@ -12,14 +12,13 @@ from typing import Annotated
 
 from pydantic import BeforeValidator, SecretStr
 
-__all__ = ["SecretRef", "resolve_secret_ref"]
+__all__ = ["SecretRef", "resolve_secret"]
 
 
-def resolve_secret_ref(value: object) -> object:
-    """Turn ``env:NAME`` / ``file:PATH`` into a ``SecretStr``; other strings are literals.
+def resolve_secret(value: object) -> object:
+    """``env:NAME`` / ``file:PATH`` -> ``SecretStr``; other strings are literals.
 
-    Error messages name the reference, never the secret. Non-strings pass through
-    so pydantic reports the wrong type.
+    Non-strings are passed through for pydantic to reject with its own message.
     """
     if not isinstance(value, str):
         return value
@@ -43,4 +42,4 @@ def resolve_secret_ref(value: object) -> object:
     return SecretStr(value)
 
 
-SecretRef = Annotated[SecretStr, BeforeValidator(resolve_secret_ref)]
+SecretRef = Annotated[SecretStr, BeforeValidator(resolve_secret)]

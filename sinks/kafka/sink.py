@@ -47,6 +47,9 @@ log = structlog.get_logger("bighub_siem.sink.kafka")
 T = TypeVar("T")
 
 _CLOSE_SECONDS = 5.0
+# Each step of a health check (TLS, bootstrap, metadata per topic) gets at most this:
+# the dispatcher gives the whole check 15 s.
+_HEALTH_TIMEOUT_MS = 5000
 # Slack over the producer's own delivery timeout before the sink stops waiting for a
 # future itself: the producer fails expired records on its own, this is only a guard.
 _GUARD_SECONDS = 5.0
@@ -85,7 +88,13 @@ class KafkaSink:
         request = config.request_timeout_ms / 1000
         connect = 2 * request + 2 * len(config.bootstrap_servers)
         self._limit = connect + request + config.delivery_timeout_ms / 1000 + _GUARD_SECONDS + 5
-        self._health_limit = connect + request * len(self._health_topics) + _CLOSE_SECONDS + 5
+        step = min(config.request_timeout_ms, _HEALTH_TIMEOUT_MS) / 1000
+        self._health_limit = (
+            3 * step
+            + 2 * len(config.bootstrap_servers)
+            + step * len(self._health_topics)
+            + _CLOSE_SECONDS
+        )
         self._lock = threading.Lock()  # guards _producer / _closed across threads
         self._producer: Any = None
         self._closed = False
@@ -204,7 +213,9 @@ class KafkaSink:
         if producer is not None:
             _close_quietly(producer, 0)
 
-    def _new_producer(self) -> Any:
+    def _new_producer(self, timeout_ms: int | None = None) -> Any:
+        """A connected producer; ``timeout_ms`` bounds each step (default request_timeout_ms)."""
+        timeout_ms = timeout_ms or self.config.request_timeout_ms
         try:
             from kafka import KafkaProducer
             from kafka.errors import KafkaTimeoutError
@@ -213,9 +224,9 @@ class KafkaSink:
             raise SinkUnavailableError(f"kafka-python 3 is not installed ({INSTALL_HINT})") from exc
         from sinks.kafka.errors import map_kafka_error
 
-        settings = self._producer_settings()
+        settings = self._producer_settings(timeout_ms)
         if "ssl_context" in settings:
-            self._tls_check(settings["ssl_context"])
+            self._tls_check(settings["ssl_context"], timeout_ms / 1000)
         clients: list[Any] = []
         if self._factory is None:
             # KafkaProducer leaves its network client (sockets, selector) open when it
@@ -235,10 +246,10 @@ class KafkaSink:
                 with contextlib.suppress(Exception):
                     client.close()
             if isinstance(exc, KafkaTimeoutError):  # the constructor times out bootstrapping
-                raise SinkUnavailableError(self._diagnose()) from exc
+                raise SinkUnavailableError(self._diagnose(timeout_ms / 1000)) from exc
             raise map_kafka_error(exc) from exc
 
-    def _producer_settings(self) -> dict[str, Any]:
+    def _producer_settings(self, timeout_ms: int) -> dict[str, Any]:
         cfg = self.config
         settings: dict[str, Any] = {
             "bootstrap_servers": list(cfg.bootstrap_servers),
@@ -254,11 +265,11 @@ class KafkaSink:
             # A producer batch stays well below the request (and the broker's
             # message.max.bytes) so a full batch is never refused as too large.
             "batch_size": max(16 * 1024, min(cfg.max_request_size // 2, 512 * 1024)),
-            "request_timeout_ms": cfg.request_timeout_ms,
+            "request_timeout_ms": timeout_ms,
             "delivery_timeout_ms": cfg.delivery_timeout_ms,
             # Bounds every blocking call: waiting for metadata in send(), bootstrapping.
-            "max_block_ms": cfg.request_timeout_ms,
-            "bootstrap_timeout_ms": cfg.request_timeout_ms,
+            "max_block_ms": timeout_ms,
+            "bootstrap_timeout_ms": timeout_ms,
             "reconnect_backoff_max_ms": 5000,
             "security_protocol": cfg.security_protocol,
         }
@@ -301,14 +312,13 @@ class KafkaSink:
                 ) from None
         return ctx
 
-    def _tls_check(self, ctx: ssl.SSLContext) -> None:
+    def _tls_check(self, ctx: ssl.SSLContext, timeout: float) -> None:
         """One TLS handshake of our own, bounded, before kafka-python tries.
 
         kafka-python's handshake has no timeout (a listener that never answers TLS
         hangs it), and its failures reach us only as a bootstrap timeout; this one
         says what is wrong: untrusted certificate, wrong host name, not TLS at all.
         """
-        timeout = self.config.request_timeout_ms / 1000
         problems = []
         for server in self.config.bootstrap_servers:
             host, _, port = server.rpartition(":")
@@ -329,14 +339,16 @@ class KafkaSink:
                 problems.append(f"{server}: {exc.strerror or type(exc).__name__}")
         raise SinkUnavailableError(f"TLS handshake failed: {'; '.join(problems)}")
 
-    def _diagnose(self) -> str:
+    def _diagnose(self, timeout: float) -> str:
         """Why bootstrapping failed, as far as a plain TCP connect can tell."""
         cfg = self.config
         refused = []
         for server in cfg.bootstrap_servers:
             host, _, port = server.rpartition(":")
             try:
-                with socket.create_connection((host.strip("[]"), int(port)), timeout=2):
+                with socket.create_connection(
+                    (host.strip("[]"), int(port)), timeout=min(timeout, 2)
+                ):
                     pass
             except OSError as exc:
                 refused.append(f"{server}: {exc.strerror or type(exc).__name__}")
@@ -348,7 +360,7 @@ class KafkaSink:
                 checks.append("ssl_cafile, client certificate and hostname")
             return (
                 f"{server} accepts TCP connections but the Kafka handshake did not complete"
-                f" within {cfg.request_timeout_ms / 1000:g} s; check {', '.join(checks)}"
+                f" within {timeout:g} s; check {', '.join(checks)}"
             )
         return f"no bootstrap server accepts connections ({'; '.join(refused)})"
 
@@ -404,7 +416,7 @@ class KafkaSink:
         from sinks.kafka.errors import map_kafka_error
 
         try:
-            producer = self._new_producer()
+            producer = self._new_producer(min(self.config.request_timeout_ms, _HEALTH_TIMEOUT_MS))
         except SinkError as exc:
             return SinkHealth(False, str(exc))
         try:
