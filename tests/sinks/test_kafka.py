@@ -603,8 +603,8 @@ def test_single_refused_record_is_permanent(plan: FakePlan) -> None:
 
 
 def test_unencodable_event_is_permanent(plan: FakePlan) -> None:
-    """A body that is not JSON can never be encoded: dead letter."""
-    sink = fake_sink(plan)
+    """A body whose key cannot be read (not JSON) can never be encoded: dead letter."""
+    sink = fake_sink(plan, key="actor")
     with pytest.raises(PermanentSinkError, match="cannot encode"):
         run(sink.send([make_event(1, body=b"\xff not json")]))
 
