@@ -108,7 +108,14 @@ def broker_count(bootstrap: str, topics: list[str], n: int) -> int:
 
 
 async def drain(
-    bootstrap: str, tmp: Path, run_id: int, n: int, batch: int, codec: str, linger_ms: int
+    bootstrap: str,
+    tmp: Path,
+    run_id: int,
+    n: int,
+    batch: int,
+    codec: str,
+    linger_ms: int = 100,
+    key: str = "actor",
 ) -> tuple[float, int]:
     store = SQLiteStore(tmp / f"spool-{run_id}.db", max_spool_events=10_000_000)
     await store.open()
@@ -118,7 +125,7 @@ async def drain(
         name="kafka",
         bootstrap_servers=[bootstrap],
         topic=prefix + ".{category}",
-        key="actor",
+        key=key,
         compression=codec,  # type: ignore[arg-type]
         batch_max_events=batch,
         batch_max_wait_seconds=0,
@@ -151,6 +158,7 @@ def main() -> int:
     parser.add_argument("--events-batch1", type=int, default=2_000, help="N for batch size 1")
     parser.add_argument("--batches", default="1,100,1000")
     parser.add_argument("--codecs", default="none,gzip,lz4,zstd")
+    parser.add_argument("--key", default="actor", help='record key ("actor": per-agent order)')
     parser.add_argument(
         "--linger-ms", type=int, default=KafkaConfig.model_fields["linger_ms"].default
     )
@@ -164,7 +172,8 @@ def main() -> int:
     crc = "crc32c (C)" if importlib.util.find_spec("crc32c") else "pure-Python CRC32C"
     print(
         f"# Kafka drain: {platform.python_version()}, {os.cpu_count()} cores, "
-        f"kafka-python with {crc}; codecs without their library skipped: {skipped or 'none'}"
+        f"kafka-python with {crc}; key {args.key}; linger_ms {args.linger_ms};"
+        f" codecs without their library skipped: {skipped or 'none'}"
     )
     print("| batch | codec | events | seconds | events/s | on broker |")
     print("|---:|---|---:|---:|---:|---:|")
@@ -178,7 +187,16 @@ def main() -> int:
                 for codec in codecs:
                     run_id += 1
                     elapsed, held = asyncio.run(
-                        drain(broker.bootstrap, Path(tmp), run_id, n, batch, codec, args.linger_ms)
+                        drain(
+                            broker.bootstrap,
+                            Path(tmp),
+                            run_id,
+                            n,
+                            batch,
+                            codec,
+                            args.linger_ms,
+                            args.key,
+                        )
                     )
                     failed |= held != n
                     print(
