@@ -167,6 +167,7 @@ class KafkaSink:
         A fresh client, so the answer is about now (the sending producer caches
         metadata); it runs beside the worker, so a slow send does not hold it up.
         """
+        _quiet_library_logs()
         try:
             return await self._health_worker.run(self._health_blocking, self._health_limit)
         except WorkerTimeout as exc:
@@ -388,7 +389,8 @@ class KafkaSink:
                     record.topic, value=record.value, key=record.key, headers=record.headers
                 )
             except Exception as exc:
-                outcomes[i] = err = map_kafka_error(exc)
+                mapped = map_kafka_error(exc)
+                outcomes[i] = err = type(mapped)(f"topic {record.topic}: {mapped}")
                 if not isinstance(err, PermanentSinkError):
                     # The producer takes nothing now (no metadata, closed): hand over no
                     # more, the batch is retried whole.
