@@ -22,6 +22,7 @@ ENTRY_POINT_GROUP = "bighub_siem.sinks"
 
 # Imported lazily so that a sink's heavy client library is needed only when used.
 _BUILTINS: dict[str, str] = {
+    "kafka": "sinks.kafka:KafkaSink",
     "stdout": "sinks.stdout:StdoutSink",
     "splunk_hec": "sinks.splunk_hec:SplunkHecSink",
     "s3": "sinks.s3:S3Sink",
