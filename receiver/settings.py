@@ -7,7 +7,6 @@ and hold a ``SecretStr`` so a repr or a log never shows them.
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from pathlib import Path
@@ -29,6 +28,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from receiver.errors import ConfigError
 from sinks import SinkConfig, sink_types
+from sinks._secrets import resolve_secret  # one implementation for sinks and receiver
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -50,35 +50,6 @@ ENV_PREFIX = "BIGHUB_SIEM_"
 MIN_SECRET_BYTES = 16
 # Ids BIGHUB gives webhooks and deliveries end up in API paths: no "/", "?", "#" or "..".
 _UPSTREAM_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
-
-
-def resolve_secret(value: object) -> object:
-    """Turn ``env:NAME`` / ``file:PATH`` into the secret itself.
-
-    Messages name the reference, never the secret.
-    """
-    if isinstance(value, SecretStr):
-        return value
-    if not isinstance(value, str):
-        return value  # let pydantic report the wrong type
-    if value.startswith("env:"):
-        name = value[4:]
-        if not name:
-            raise ValueError("empty environment variable name in 'env:' reference")
-        if name not in os.environ:
-            raise ValueError(f"secret reference env:{name}: environment variable is not set")
-        return SecretStr(os.environ[name])
-    if value.startswith("file:"):
-        path = Path(value[5:])
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(
-                f"secret reference file:{path}: cannot read ({type(exc).__name__})"
-            ) from None
-        # Files written by `echo` or editors end in a newline that is not part of the secret.
-        return SecretStr(text.rstrip("\r\n"))
-    return SecretStr(value)
 
 
 def _long_enough(value: SecretStr) -> SecretStr:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from sinks import Event
 
@@ -38,6 +38,7 @@ __all__ = [
     "SinkStats",
     "Store",
     "StoreStats",
+    "event_from_row",
 ]
 
 
@@ -57,6 +58,26 @@ class NewEvent:
     signature: str | None = field(repr=False)
     timestamp: str | None
     sinks: tuple[str, ...]
+
+
+def event_from_row(row: Sequence[Any]) -> Event:
+    """An ``Event`` from the 12 event columns every backend selects, in this order:
+    seq, event_id, id_origin, event_type, category, occurred_at, received_at, source,
+    delivery_id, body, signature, timestamp header."""
+    return Event(
+        seq=row[0],
+        event_id=row[1],
+        id_origin=row[2],
+        event_type=row[3],
+        category=row[4],
+        occurred_at=row[5],
+        received_at=row[6],
+        source=row[7],
+        delivery_id=row[8],
+        body=bytes(row[9]),
+        signature=row[10],
+        timestamp=row[11],
+    )
 
 
 class IngestOutcome(enum.Enum):

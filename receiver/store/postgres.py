@@ -60,8 +60,8 @@ from receiver.store.base import (
     SchemaVersion,
     SinkStats,
     StoreStats,
+    event_from_row,
 )
-from sinks import Event
 
 __all__ = ["PostgresStore"]
 
@@ -71,23 +71,6 @@ _WRITERS = 2  # groups committing at once per process
 _CONNECT_TIMEOUT = 10.0  # seconds to get a connection before answering "unavailable"
 _PRUNE_BATCH = 5000
 _PRUNE_ROUNDS = 200  # at most 1M events per prune call; the next call continues
-
-
-def _event(row: Sequence[Any]) -> Event:
-    return Event(
-        seq=row[0],
-        event_id=row[1],
-        id_origin=row[2],
-        event_type=row[3],
-        category=row[4],
-        occurred_at=row[5],
-        received_at=row[6],
-        source=row[7],
-        delivery_id=row[8],
-        body=bytes(row[9]),
-        signature=row[10],
-        timestamp=row[11],
-    )
 
 
 def _describe(exc: psycopg.Error) -> str:
@@ -370,7 +353,7 @@ class PostgresStore:
             cur = conn.cursor(binary=True)
             await cur.execute(CLAIM, params)
             rows = await cur.fetchall()
-        return [Claimed(int(r[0]), int(r[1]), _event(r[2:])) for r in rows]
+        return [Claimed(int(r[0]), int(r[1]), event_from_row(r[2:])) for r in rows]
 
     async def pending_summary(self, sink: str, *, now: float, limit: int) -> PendingSummary:
         """Due rows (counted up to ``limit``) and, when none is due, the next due time."""

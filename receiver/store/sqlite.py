@@ -47,8 +47,8 @@ from receiver.store.base import (
     SchemaVersion,
     SinkStats,
     StoreStats,
+    event_from_row,
 )
-from sinks import Event
 
 __all__ = ["SQLiteStore", "sqlite_path"]
 
@@ -118,23 +118,6 @@ def sqlite_path(url: str) -> Path:
     if not url.startswith("sqlite:///"):
         raise ValueError("not a sqlite:/// URL")
     return Path(url[len("sqlite:///") :])
-
-
-def _event(row: Sequence[Any]) -> Event:
-    return Event(
-        seq=row[0],
-        event_id=row[1],
-        id_origin=row[2],
-        event_type=row[3],
-        category=row[4],
-        occurred_at=row[5],
-        received_at=row[6],
-        source=row[7],
-        delivery_id=row[8],
-        body=bytes(row[9]),
-        signature=row[10],
-        timestamp=row[11],
-    )
 
 
 def _marks(n: int) -> str:
@@ -396,7 +379,7 @@ class SQLiteStore:
                     size += len(row[11])
                     if taken and size > max_bytes:
                         break
-                    taken.append(Claimed(row[0], row[1], _event(row[2:])))
+                    taken.append(Claimed(row[0], row[1], event_from_row(row[2:])))
                 if taken:
                     ids = [c.outbox_id for c in taken]
                     db.execute(
