@@ -175,4 +175,5 @@ def create_admin_app(service: Service) -> Starlette:
         exception_handlers=dict(json_http_errors),
     )
     app.state.service = service
+    app.state.readyz_detail = True
     return app

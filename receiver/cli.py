@@ -65,34 +65,10 @@ async def _serve(settings: Settings, role: Role = "all") -> int:
         return 1
     servers: list[_Server] = []
     if role != "dispatch":  # a dispatch replica takes no webhooks
-        servers.append(
-            _Server(
-                uvicorn.Config(
-                    create_app(service, manage_service=False),
-                    host=settings.ingress.host,
-                    port=settings.ingress.port,
-                    lifespan="off",
-                    log_config=None,
-                    access_log=False,
-                    server_header=False,
-                    timeout_graceful_shutdown=10,
-                )
-            )
-        )
+        app = create_app(service, manage_service=False)
+        servers.append(_server(app, settings.ingress.host, settings.ingress.port))
     if settings.admin.enabled:
-        servers.append(
-            _Server(
-                uvicorn.Config(
-                    create_admin_app(service),
-                    host=settings.admin.host,
-                    port=settings.admin.port,
-                    lifespan="off",
-                    log_config=None,
-                    access_log=False,
-                    server_header=False,
-                )
-            )
-        )
+        servers.append(_server(create_admin_app(service), settings.admin.host, settings.admin.port))
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
 
@@ -104,7 +80,9 @@ async def _serve(settings: Settings, role: Role = "all") -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
     flusher = asyncio.create_task(_flush_logs_periodically())
-    listening = asyncio.create_task(_mark_listening(servers[0], service))
+    listening = asyncio.create_task(
+        _mark_listening(servers[0], service) if servers else asyncio.sleep(0)
+    )
     try:
         if servers:
             await asyncio.gather(*(s.serve() for s in servers))
@@ -118,6 +96,21 @@ async def _serve(settings: Settings, role: Role = "all") -> int:
         flusher.cancel()
         flush_logs()
     return 0
+
+
+def _server(app: Any, host: str, port: int) -> _Server:
+    return _Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=10,
+        )
+    )
 
 
 async def _flush_logs_periodically(interval: float = 0.25) -> None:

@@ -218,7 +218,11 @@ class Dispatcher:
 
     async def _deliver(self, batch: list[Claimed]) -> None:
         now = self.clock()
-        expired = [c for c in batch if now - c.event.received_at > self.config.max_age_seconds]
+        expired = [
+            c
+            for c in batch
+            if now - max(c.event.received_at, c.requeued_at or 0.0) > self.config.max_age_seconds
+        ]
         if expired:
             await self._dead(expired, "expired: older than max_age_seconds")
             batch = [c for c in batch if c not in expired]

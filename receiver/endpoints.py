@@ -88,6 +88,9 @@ async def _handle(request: Request, service: Service) -> tuple[int, dict[str, st
         )
     except EnvelopeError as exc:
         raise _Refusal(400, exc.code, exc.detail) from None
+    except Exception:  # a parser bug must still answer a JSON 4xx and store nothing
+        log.exception("envelope_parser_failed")
+        raise _Refusal(400, "invalid_envelope", "the body could not be read as an event") from None
     structlog.contextvars.bind_contextvars(event_id=env.event_id, event_type=env.event_type)
     routed = service.router.route(env.event_type)
     new = NewEvent(
@@ -151,9 +154,13 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     service: Service = request.app.state.service
-    writable = await service.store.writable()
+    writable = await service.store_writable()
+    # Sink error text (host names, broker messages) is for operators: the admin listener
+    # shows it; the public ingress listener only says up or down.
+    detail = getattr(request.app.state, "readyz_detail", False)
     sinks = {
-        name: {"up": d.up, "detail": d.detail} for name, d in sorted(service.dispatchers.items())
+        name: {"up": d.up, "detail": d.detail} if detail else {"up": d.up}
+        for name, d in sorted(service.dispatchers.items())
     }
     body = {
         "status": "ready" if writable else "not_ready",

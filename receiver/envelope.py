@@ -71,19 +71,27 @@ def _clean_id(value: object) -> str | None:
 
 
 def _time(value: object) -> str | None:
+    """ISO 8601 or epoch seconds / milliseconds -> UTC ISO 8601; anything else -> None.
+
+    Hostile values (a 400-digit number, year 1 with a +14:00 offset) overflow inside
+    ``math``/``datetime``; every such error means "no usable time", never a 500.
+    """
+    try:
+        return _parse_time(value)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _parse_time(value: object) -> str | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)) and math.isfinite(value):
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            return None
         seconds = value / 1000 if abs(value) > 1e11 else value  # epoch milliseconds
-        try:
-            moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
-        except (OverflowError, OSError, ValueError):
-            return None
+        moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
     elif isinstance(value, str) and 0 < len(value) <= 64:
-        try:
-            moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError:
-            return None
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=timezone.utc)
     else:

@@ -78,6 +78,20 @@ class Service:
         # getrandom() syscall on the hot path for no benefit.
         self._request_prefix = os.urandom(4).hex()
         self._request_counter = itertools.count(1)
+        self._writable_check: asyncio.Future[bool] | None = None
+        self._writable_at = 0.0
+
+    async def store_writable(self) -> bool:
+        """The store's writability, checked at most once a second.
+
+        /readyz is unauthenticated on the public listener: concurrent and repeated
+        probes share one check instead of each queueing work on the store.
+        """
+        now = time.monotonic()
+        if self._writable_check is None or now - self._writable_at >= 1.0:
+            self._writable_at = now
+            self._writable_check = asyncio.ensure_future(self.store.writable())
+        return await asyncio.shield(self._writable_check)
 
     def next_request_id(self) -> str:
         return f"{self._request_prefix}-{next(self._request_counter):x}"
@@ -89,6 +103,7 @@ class Service:
             # otherwise hold its batches back until they expire. A shared store's
             # leases may belong to live replicas and expire on their own.
             await self.store.release_leases()
+        await self._orphaned_sinks()
         if self.dispatch:
             for cfg in self.settings.sinks:
                 d = Dispatcher(
@@ -106,6 +121,26 @@ class Service:
         log.info(
             "service_started", sinks=list(self.dispatchers), store=self.store_kind, role=self.role
         )
+
+    async def _orphaned_sinks(self) -> None:
+        """Pending rows of sinks no longer in the configuration would wait forever.
+
+        A store this process owns moves them to the dead letters (visible, re-queueable
+        after the sink is configured again, purgeable). A shared store only warns: in a
+        rolling deploy another replica may already run a config that has the sink.
+        """
+        configured = {s.name for s in self.settings.sinks}
+        stats = await self.store.stats()
+        for sink, st in sorted(stats.sinks.items()):
+            if sink in configured or st.pending == 0:
+                continue
+            if self.store.shared or not self.dispatch:
+                log.warning("unconfigured_sink_has_pending_events", sink=sink, pending=st.pending)
+                continue
+            moved = await self.store.dead_letter_pending(
+                sink, f"sink {sink!r} is not configured", now=self.clock()
+            )
+            log.warning("unconfigured_sink_dead_lettered", sink=sink, events=moved)
 
     @property
     def store_kind(self) -> str:

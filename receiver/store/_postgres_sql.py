@@ -137,9 +137,9 @@ WITH candidates AS (
 ), leased AS (
     UPDATE outbox o SET lease_until = %(until)s FROM sized
     WHERE o.id = sized.id AND (sized.n = 1 OR sized.running <= %(max_bytes)s)
-    RETURNING o.id, o.attempts, o.event_seq
+    RETURNING o.id, o.attempts, o.event_seq, o.dead_at
 )
-SELECT l.id, l.attempts, {EVENT_COLS} FROM leased l JOIN events e ON e.seq = l.event_seq
+SELECT l.id, l.attempts, {EVENT_COLS}, l.dead_at FROM leased l JOIN events e ON e.seq = l.event_seq
 ORDER BY l.id
 """
 

@@ -4,8 +4,9 @@ Semantics (the same for every backend):
 
 - ``ingest`` stores an event and one outbox row per routed sink in one transaction,
   made durable before it returns; concurrent calls share commits.
-- dedup is by (source, event id) and lasts ``dedup_window_seconds`` after the event
-  is fully delivered; an event with an outbox row still pending or dead is kept.
+- dedup is by (source, event id) and lasts ``dedup_window_seconds`` from receipt; an
+  event with an outbox row still pending or dead is kept (and deduplicated) for as long
+  as that lasts, and pruned once fully delivered and older than the window.
 - outbox rows go pending -> delivered | dead. A claim leases rows so no other
   dispatcher takes them until the lease ends.
 - the spool (bytes and events not yet delivered everywhere) has a quota; over it,
@@ -94,11 +95,17 @@ class IngestResult:
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
-    """One leased outbox row with its event."""
+    """One leased outbox row with its event.
+
+    ``requeued_at``: when an operator last re-queued this row from the dead letters
+    (``None`` if never); the dispatcher's ``max_age_seconds`` counts from it, so a
+    re-queued old event gets a fresh chance instead of expiring again at once.
+    """
 
     outbox_id: int
     attempts: int
     event: Event
+    requeued_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +211,10 @@ class Store(Protocol):
 
     async def release_leases(self) -> None:
         """Forget every lease (start-up of a store that is not ``shared``, after a crash)."""
+
+    async def dead_letter_pending(self, sink: str, reason: str, *, now: float) -> int:
+        """Move every pending row of ``sink`` to the dead letters (a sink no longer
+        configured); return how many. They stay listable, re-queueable and purgeable."""
 
     async def dead_letters(
         self, *, sink: str | None = None, limit: int = 100, after_id: int = 0

@@ -353,7 +353,8 @@ class PostgresStore:
             cur = conn.cursor(binary=True)
             await cur.execute(CLAIM, params)
             rows = await cur.fetchall()
-        return [Claimed(int(r[0]), int(r[1]), event_from_row(r[2:])) for r in rows]
+        # dead_at on a pending row is the time it was re-queued.
+        return [Claimed(int(r[0]), int(r[1]), event_from_row(r[2:14]), r[14]) for r in rows]
 
     async def pending_summary(self, sink: str, *, now: float, limit: int) -> PendingSummary:
         """Due rows (counted up to ``limit``) and, when none is due, the next due time."""
@@ -453,6 +454,15 @@ class PostgresStore:
 
     # -- dead letters -----------------------------------------------------------------
 
+    async def dead_letter_pending(self, sink: str, reason: str, *, now: float) -> int:
+        async with self._conn() as conn:
+            cur = await conn.execute(
+                "UPDATE outbox SET state = 'dead', lease_until = 0, last_error = %s,"
+                " dead_at = %s WHERE sink = %s AND state = 'pending'",
+                (reason[:500], now, sink),
+            )
+            return cur.rowcount
+
     async def dead_letters(
         self, *, sink: str | None = None, limit: int = 100, after_id: int = 0
     ) -> list[DeadLetter]:
@@ -477,8 +487,9 @@ class PostgresStore:
         async with self._conn() as conn:
             cur = await conn.execute(
                 "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = %s,"
-                f" lease_until = 0, dead_at = NULL WHERE {clause}",
-                (now, *args),
+                # dead_at now records the re-queue: the age limit restarts from it.
+                f" lease_until = 0, dead_at = %s WHERE {clause}",
+                (now, now, *args),
             )
             return cur.rowcount
 

@@ -27,6 +27,7 @@ import fcntl
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -168,6 +169,7 @@ class SQLiteStore:
         self._spool_bytes = 0
         self._spool_events = 0
         self._commits = 0
+        self._recounted_at = 0.0
         self.migrated: SchemaVersion | None = None
 
     # -- plumbing ---------------------------------------------------------------
@@ -278,10 +280,11 @@ class SQLiteStore:
                         if not fut.done():
                             fut.set_exception(StoreError("store closed during the commit"))
                     raise
-                except StoreError as exc:
+                except Exception as exc:  # the group fails (503), the writer lives on
+                    error = exc if isinstance(exc, StoreError) else StoreError(repr(exc))
                     for _, fut in batch:
                         if not fut.done():
-                            fut.set_exception(exc)
+                            fut.set_exception(error)
                     continue
                 for (_, fut), result in zip(batch, results, strict=True):
                     if not fut.done():
@@ -303,6 +306,20 @@ class SQLiteStore:
                     spool_bytes + added_bytes + len(ev.body) > self.max_spool_bytes
                     or spool_events + added_events + 1 > self.max_spool_events
                 )
+                if over and time.monotonic() - self._recounted_at >= 1.0:
+                    # Space may have been freed by another process (a CLI purge): look
+                    # again before refusing, at most once a second.
+                    self._recounted_at = time.monotonic()
+                    total_bytes, total_events = self._spool_totals(db)
+                    # The count includes this transaction's own inserts, added again below.
+                    spool_bytes = total_bytes - added_bytes
+                    spool_events = total_events - added_events
+                    with self._spool_lock:
+                        self._spool_bytes, self._spool_events = spool_bytes, spool_events
+                    over = (
+                        spool_bytes + added_bytes + len(ev.body) > self.max_spool_bytes
+                        or spool_events + added_events + 1 > self.max_spool_events
+                    )
                 if over:
                     held = db.execute(
                         "SELECT 1 FROM events WHERE source=? AND event_id=?",
@@ -366,7 +383,7 @@ class SQLiteStore:
             db.execute("BEGIN IMMEDIATE")
             try:
                 rows = db.execute(
-                    f"SELECT o.id, o.attempts, {_EVENT_COLS} FROM outbox o"
+                    f"SELECT o.id, o.attempts, {_EVENT_COLS}, o.dead_at FROM outbox o"
                     " JOIN events e ON e.seq = o.event_seq"
                     " WHERE o.sink = ? AND o.state = 'pending'"
                     " AND o.next_attempt_at <= ? AND o.lease_until <= ?"
@@ -379,7 +396,8 @@ class SQLiteStore:
                     size += len(row[11])
                     if taken and size > max_bytes:
                         break
-                    taken.append(Claimed(row[0], row[1], event_from_row(row[2:])))
+                    # dead_at on a pending row is the time it was re-queued.
+                    taken.append(Claimed(row[0], row[1], event_from_row(row[2:14]), row[14]))
                 if taken:
                     ids = [c.outbox_id for c in taken]
                     db.execute(
@@ -419,7 +437,11 @@ class SQLiteStore:
 
         return await self._read(run)
 
-    def _release_bodies(self, db: sqlite3.Connection, outbox_ids: Sequence[int]) -> None:
+    def _release_bodies(self, db: sqlite3.Connection, outbox_ids: Sequence[int]) -> tuple[int, int]:
+        """Drop bodies no sink needs any more; return (bytes, events) freed.
+
+        The caller subtracts them from the quota counters only after its commit.
+        """
         freed = db.execute(
             "UPDATE events SET body = NULL WHERE body IS NOT NULL AND seq IN"
             f" (SELECT event_seq FROM outbox WHERE id IN ({_marks(len(outbox_ids))}))"
@@ -427,10 +449,12 @@ class SQLiteStore:
             " AND o.state != 'delivered') RETURNING size",
             tuple(outbox_ids),
         ).fetchall()
-        if freed:
-            with self._spool_lock:
-                self._spool_bytes -= sum(r[0] for r in freed)
-                self._spool_events -= len(freed)
+        return sum(r[0] for r in freed), len(freed)
+
+    def _uncount(self, freed: tuple[int, int]) -> None:
+        with self._spool_lock:
+            self._spool_bytes -= freed[0]
+            self._spool_events -= freed[1]
 
     async def mark_delivered(self, outbox_ids: Sequence[int]) -> None:
         if not outbox_ids:
@@ -444,7 +468,8 @@ class SQLiteStore:
                     f" WHERE id IN ({_marks(len(outbox_ids))})",
                     tuple(outbox_ids),
                 )
-                self._release_bodies(db, outbox_ids)
+                freed = self._release_bodies(db, outbox_ids)
+            self._uncount(freed)  # after the commit: a failed one leaves the counters right
 
         await self._work(run)
 
@@ -483,6 +508,19 @@ class SQLiteStore:
         )
 
     # -- dead letters ---------------------------------------------------------------
+
+    async def dead_letter_pending(self, sink: str, reason: str, *, now: float) -> int:
+        def run(db: sqlite3.Connection) -> int:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                cur = db.execute(
+                    "UPDATE outbox SET state = 'dead', lease_until = 0, last_error = ?,"
+                    " dead_at = ? WHERE sink = ? AND state = 'pending'",
+                    (reason[:500], now, sink),
+                )
+                return cur.rowcount
+
+        return await self._work(run)
 
     @staticmethod
     def _where_dead(sink: str | None, ids: Sequence[int] | None) -> tuple[str, list[Any]]:
@@ -525,8 +563,9 @@ class SQLiteStore:
                 db.execute("BEGIN IMMEDIATE")
                 cur = db.execute(
                     "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?,"
-                    f" lease_until = 0, dead_at = NULL WHERE {clause}",
-                    (now, *args),
+                    # dead_at now records the re-queue: the age limit restarts from it.
+                    f" lease_until = 0, dead_at = ? WHERE {clause}",
+                    (now, now, *args),
                 )
                 return cur.rowcount
 
@@ -547,8 +586,9 @@ class SQLiteStore:
                     f" WHERE id IN ({_marks(len(gone))})",
                     gone,
                 )
-                self._release_bodies(db, gone)
-                return len(gone)
+                freed = self._release_bodies(db, gone)
+            self._uncount(freed)
+            return len(gone)
 
         return await self._work(run)
 
@@ -655,6 +695,9 @@ class SQLiteStore:
         return pruned
 
     async def writable(self) -> bool:
+        if self._writer is None or self._writer.done():
+            return False  # without the group-commit task nothing can be ingested
+
         def run(db: sqlite3.Connection) -> bool:
             db.execute("BEGIN IMMEDIATE")
             db.execute("ROLLBACK")

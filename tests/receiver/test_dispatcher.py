@@ -406,3 +406,27 @@ def test_health_shown_before_any_event(tmp_path: Path) -> None:
             await store.close()
 
     asyncio.run(run())
+
+
+def test_requeued_expired_event_gets_a_fresh_chance(tmp_path: Path) -> None:
+    """An event dead-lettered for age and re-queued is sent, not expired again at once."""
+    sink = MemorySink()
+
+    async def run() -> None:
+        store = SQLiteStore(tmp_path / "spool.db")
+        await store.open()
+        await store.ingest(_aged(new_event(0), 100))
+        d = Dispatcher(sink, config(max_age_seconds=10), store, Metrics(), poll_seconds=0.02)  # type: ignore[arg-type]
+        d.start()
+        try:
+            await run_until(lambda: d.metrics.dead_lettered.labels("mem")._value.get() == 1)
+            assert sink.calls == 0
+            assert await store.requeue_dead(now=time.time()) == 1
+            d.notify()
+            await run_until(lambda: d.metrics.delivered.labels("mem")._value.get() == 1)
+            assert await store.dead_letters() == []
+        finally:
+            await d.stop()
+            await store.close()
+
+    asyncio.run(run())

@@ -59,6 +59,9 @@ def test_type_sources_and_categories() -> None:
         (1_795_500_000_123, "2026-11-24T06:00:00.123+00:00"),
         ("yesterday", None),
         (True, None),
+        (int("1" * 400), None),
+        ("0001-01-01T00:00:00+14:00", None),
+        ("9999-12-31T23:59:59-14:00", None),
     ],
 )
 def test_occurred_at(value: object, expected: str | None) -> None:
@@ -88,6 +91,14 @@ def test_refused(body: bytes, code: str) -> None:
     with pytest.raises(EnvelopeError) as err:
         parse(body)
     assert err.value.code == code
+
+
+@given(
+    st.one_of(st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=64))
+)
+def test_arbitrary_times_never_raise(value: object) -> None:
+    """Any JSON number or string as created_at parses or is ignored, never raises."""
+    parse({"type": "rule.x", "created_at": value})
 
 
 @given(st.binary(max_size=300))

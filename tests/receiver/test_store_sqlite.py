@@ -188,3 +188,28 @@ def test_newer_schema_refused(tmp_path: Path) -> None:
 
     with pytest.raises(StoreError, match="newer"):
         run(go())
+
+
+def test_quota_notices_space_freed_by_another_process(tmp_path: Path) -> None:
+    """After a purge in another process (CLI), the server's next refusal recounts first."""
+
+    async def go() -> None:
+        server = SQLiteStore(tmp_path / "s.db", max_spool_events=1)
+        await server.open()
+        cli = SQLiteStore(tmp_path / "s.db")
+        await cli.open()
+        try:
+            await server.ingest(replace(EV, sinks=("a",)))
+            claimed = await server.claim("a", limit=5, max_bytes=10**6, now=2000, lease_seconds=5)
+            await server.mark_dead([(claimed[0].outbox_id, "x")], now=2000)
+            assert (await server.ingest(replace(EV, event_id="e2"))).outcome is IngestOutcome.QUOTA
+            assert await cli.purge_dead() == 1
+            server._recounted_at = 0.0  # the once-a-second limit, elapsed
+            assert (
+                await server.ingest(replace(EV, event_id="e2"))
+            ).outcome is IngestOutcome.ACCEPTED
+        finally:
+            await cli.close()
+            await server.close()
+
+    run(go())

@@ -373,7 +373,7 @@ def test_wrong_sasl_credentials_keep_the_service_up_and_events_waiting(
         post_many(proc, range(3))
 
         def sink_state() -> dict[str, Any] | None:
-            state: dict[str, Any] = httpx.get(f"{proc.base_url}/readyz", timeout=5).json()
+            state: dict[str, Any] = httpx.get(f"{proc.admin_url}/readyz", timeout=5).json()
             kafka = state["sinks"]["kafka"]
             return kafka if "handshake" in kafka["detail"] else None
 

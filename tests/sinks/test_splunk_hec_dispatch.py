@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from receiver.admin import create_admin_app
 from receiver.app import create_app
 from receiver.service import Service
 from receiver.settings import load_settings
@@ -64,7 +65,12 @@ class Receiver:
         return sorted(d.event_id for d in await self.service.store.dead_letters(sink="hec"))
 
     async def readyz(self) -> dict[str, Any]:
-        body = (await self.client.get("/readyz")).json()
+        # The admin listener's /readyz: it carries each sink's detail for operators.
+        admin = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_admin_app(self.service)), base_url="http://a"
+        )
+        async with admin:
+            body = (await admin.get("/readyz")).json()
         assert isinstance(body, dict)
         return body
 

@@ -488,3 +488,15 @@ async def test_close_answers_every_waiting_ingest(backend: Backend) -> None:
     assert not pending
     for call in done:
         assert call.exception() is None or isinstance(call.exception(), StoreError)
+
+
+async def test_dead_letter_pending_of_a_removed_sink(backend: Backend) -> None:
+    """Pending rows of one sink move to the dead letters with the reason; others stay."""
+    async with backend.opened() as store:
+        await store.ingest(new_event("e1"))
+        moved = await store.dead_letter_pending("a", "sink 'a' is not configured", now=T0)
+        assert moved == 1
+        dead = await store.dead_letters(sink="a")
+        assert [(d.event_id, d.error) for d in dead] == [("e1", "sink 'a' is not configured")]
+        assert await store.dead_letter_pending("a", "again", now=T0) == 0
+        assert await store.requeue_dead(sink="a", now=T0) == 1

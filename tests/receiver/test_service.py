@@ -1,0 +1,48 @@
+"""Service start-up behaviour."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from receiver.service import Service
+from receiver.settings import load_settings
+from receiver.store import NewEvent, SQLiteStore
+from tests.harness import base_config
+
+
+def test_pending_rows_of_a_removed_sink_become_dead_letters(tmp_path: Path) -> None:
+    """A sink dropped from the config leaves visible dead letters, not rows pending forever."""
+
+    async def go() -> None:
+        store = SQLiteStore(tmp_path / "spool.db")
+        await store.open()
+        await store.ingest(
+            NewEvent(
+                source="bighub",
+                event_id="e1",
+                id_origin="body.event_id",
+                event_type="rule.x",
+                category="rule",
+                occurred_at=None,
+                received_at=time.time(),
+                delivery_id=None,
+                body=b"{}",
+                signature=None,
+                timestamp=None,
+                sinks=("retired",),
+            )
+        )
+        await store.close()
+        service = Service(load_settings(data=base_config(tmp_path)))
+        await service.start()
+        try:
+            dead = await service.store.dead_letters(sink="retired")
+            assert [(d.event_id, d.error) for d in dead] == [
+                ("e1", "sink 'retired' is not configured")
+            ]
+        finally:
+            await service.stop()
+
+    asyncio.run(go())
