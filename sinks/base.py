@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 SCHEMA_VERSION = 1
 # Built once: json.dumps(..., separators=...) would build an encoder per record.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_ASCII_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -136,7 +137,9 @@ class Event:
         body = self.body.strip(b" \t\r\n")
         if b"\n" in body or b"\r" in body:
             head["payload"] = self.payload()
-            return _ENCODER.encode(head).encode("utf-8")
+            # ASCII escapes: the payload may hold lone surrogate escapes ("\ud800"),
+            # which have no UTF-8 form.
+            return _ASCII_ENCODER.encode(head).encode("ascii")
         prefix = _ENCODER.encode(head).encode("utf-8")
         return prefix[:-1] + b',"payload":' + body + b"}"
 

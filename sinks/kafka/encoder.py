@@ -135,7 +135,10 @@ class KeySpec:
                 return event.event_id.encode()
             value = value[name]
         if isinstance(value, str):
-            return value.encode()
+            try:
+                return value.encode()
+            except UnicodeEncodeError:  # a lone surrogate escape ("\ud800"): no UTF-8 form
+                return event.event_id.encode()
         if isinstance(value, (bool, int, float)):
             return json.dumps(value).encode()
         return event.event_id.encode()  # null, object or array: not a usable key

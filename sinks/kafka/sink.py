@@ -89,11 +89,14 @@ class KafkaSink:
         connect = 2 * request + 2 * len(config.bootstrap_servers)
         self._limit = connect + request + config.delivery_timeout_ms / 1000 + _GUARD_SECONDS + 5
         step = min(config.request_timeout_ms, _HEALTH_TIMEOUT_MS) / 1000
-        self._health_limit = (
+        # Below the dispatcher's 15 s health timeout, so our own diagnosis is what
+        # /readyz shows rather than a bare "TimeoutError".
+        self._health_limit = min(
+            14.0,
             3 * step
             + 2 * len(config.bootstrap_servers)
             + step * len(self._health_topics)
-            + _CLOSE_SECONDS
+            + _CLOSE_SECONDS,
         )
         self._lock = threading.Lock()  # guards _producer / _closed across threads
         self._producer: Any = None
@@ -435,9 +438,15 @@ class KafkaSink:
 
 def _close_quietly(producer: Any, timeout: float) -> None:
     # close() flushes first and raises if records are still queued; they are
-    # pending in the outbox anyway and will be sent again.
-    with contextlib.suppress(Exception):
+    # pending in the outbox anyway and will be sent again. When it raises, the sender
+    # thread would live on (and might still deliver): stop it without waiting.
+    try:
         producer.close(timeout=timeout)
+    except Exception:
+        with contextlib.suppress(Exception):
+            producer._sender.force_close()
+        with contextlib.suppress(Exception):
+            producer.close(timeout=0)
 
 
 def _quiet_library_logs() -> None:

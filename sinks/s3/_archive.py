@@ -24,7 +24,7 @@ chain stays one line; but the two writers' manifests interleave.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -37,8 +37,10 @@ from sinks.s3.encoder import (
     ArchiveObject,
     Member,
     Partition,
+    archive_line,
     decode_object,
     encode_object,
+    member_lines,
     parse_object_name,
     split_by_partition,
 )
@@ -176,7 +178,7 @@ class ArchiveWriter:
 
     def _write_partition(self, partition: Partition, events: Sequence[Event]) -> None:
         wanted: dict[Member, Event] = {(e.seq, e.source, e.event_id): e for e in events}
-        held = self._already_archived(partition, wanted.keys())
+        held = self._already_archived(partition, wanted)
         remaining = [event for member, event in wanted.items() if member not in held]
         if not remaining:
             return
@@ -188,14 +190,17 @@ class ArchiveWriter:
             return
         # The key exists: identical content is a delivery, anything else is tampering.
         existing = self._read(obj.key, fresh=True)
-        if existing is None or existing.members != obj.members:
+        # The key names the content's SHA-256: only the very same bytes may stand there.
+        if existing is None or existing.info.sha256 != obj.info.sha256:
             raise KeyConflictError(
                 f"{obj.key} exists with other content; refusing to overwrite: "
                 "run verify-archive and investigate"
             )
         self._chain(existing.info)
 
-    def _already_archived(self, partition: Partition, wanted: Collection[Member]) -> set[Member]:
+    def _already_archived(
+        self, partition: Partition, wanted: Mapping[Member, Event]
+    ) -> set[Member]:
         members = set(wanted)
         low = min(m[0] for m in members)
         high = max(m[0] for m in members)
@@ -208,11 +213,25 @@ class ArchiveWriter:
             if existing is None:
                 continue
             overlap = existing.members & members
+            if overlap and key not in self._chained:
+                # Written before a crash and never chained: adopt it only if every line
+                # is exactly what we would write now, or an edit made meanwhile would be
+                # signed into the chain and verify-archive would call it clean.
+                self._check_content(key, {m: wanted[m] for m in overlap})
             if overlap:
                 held |= overlap
                 self._chain(existing.info)
                 log.info("archive_recovered", key=key, events=len(overlap))
         return held
+
+    def _check_content(self, key: str, events: Mapping[Member, Event]) -> None:
+        data = self.api.get(key)
+        lines = member_lines(data) if data is not None else {}
+        if any(lines.get(m) != archive_line(e) for m, e in events.items()):
+            raise KeyConflictError(
+                f"{key} holds these events with other content; refusing to adopt it: "
+                "run verify-archive and investigate"
+            )
 
     def _put(self, obj: ArchiveObject) -> bool:
         extra = self._extra(kind="data")

@@ -169,16 +169,19 @@ class S3Api:
         except ImportError as exc:
             raise PermanentSinkError(INSTALL_HINT) from exc
         self.bucket = settings.bucket
-        config = Config(
-            connect_timeout=settings.connect_timeout,
-            read_timeout=settings.read_timeout,
-            # botocore retries a few times inside one call; the dispatcher owns the rest.
-            retries={"mode": "standard", "total_max_attempts": 3},
-            max_pool_connections=settings.max_pool,
-            # We send our own SHA-256 on every write; no extra CRC from the SDK.
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-        )
+        try:
+            config = Config(
+                connect_timeout=settings.connect_timeout,
+                read_timeout=settings.read_timeout,
+                # botocore retries a few times inside one call; the dispatcher owns the rest.
+                retries={"mode": "standard", "total_max_attempts": 3},
+                max_pool_connections=settings.max_pool,
+                # We send our own SHA-256 on every write; no extra CRC from the SDK.
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+            )
+        except TypeError as exc:  # the checksum options need botocore >= 1.36
+            raise PermanentSinkError(f"botocore is too old for the S3 sink: {exc}") from exc
         try:
             self._s3: Any = boto3.session.Session().client(
                 "s3",

@@ -249,6 +249,23 @@ def _lines(data: bytes) -> Iterable[dict[str, Any]]:
             yield value
 
 
+def member_lines(data: bytes) -> dict[Member, bytes]:
+    """Each archived line of an object, by the event it holds (for content checks).
+
+    Raises:
+        ValueError: the object cannot be read (as ``decode_object``).
+    """
+    out: dict[Member, bytes] = {}
+    try:
+        for raw in gzip.decompress(data).splitlines():
+            if raw.strip():
+                line = json.loads(raw)
+                out[(line["seq"], line["source"], line["event_id"])] = raw
+    except (ValueError, OSError, EOFError, zlib.error, KeyError, TypeError) as exc:
+        raise ValueError(f"unreadable archive object ({type(exc).__name__}: {exc})") from None
+    return out
+
+
 def decode_object(key: str, data: bytes) -> ArchiveObject:
     """Read back an object this sink wrote: which events it holds, its chain entry.
 

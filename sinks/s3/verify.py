@@ -99,10 +99,10 @@ def _read_manifests(
         if sequence is None:
             found.append(Finding("forged_manifest", key, "not a manifest name"))
             continue
-        named.add(sequence)
         data = api.get(key)
         if data is None:
-            continue  # deleted while we listed; the gap is reported below
+            continue  # deleted while we listed: not named, so the gap is reported below
+        named.add(sequence)
         try:
             manifest = open_manifest(data, public_key)
         except ManifestError as exc:

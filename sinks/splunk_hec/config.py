@@ -137,7 +137,9 @@ class SplunkHecConfig(SinkConfig):
         "confirms it was indexed (the token must have indexer acknowledgement on).",
     )
     ack_timeout_seconds: float = Field(
-        default=300.0,
+        # Well under the store's default 300 s lease: one send (posts + ack wait) must
+        # end before another replica may take the same rows.
+        default=120.0,
         gt=0,
         le=3600,
         description="An ackId not confirmed this long after its request is treated as lost "

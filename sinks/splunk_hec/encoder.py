@@ -134,7 +134,9 @@ class Encoder:
                 obj[key] = value
         obj["fields"] = indexed_fields(event, payload, self.payload_fields)
         obj["event"] = record
-        head = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        # ASCII escapes: indexed fields copy payload strings, which may hold lone
+        # surrogate escapes that have no UTF-8 form.
+        head = json.dumps(obj, separators=(",", ":")).encode("ascii")
         # The export record's payload is the BIGHUB body verbatim: splice the stored
         # bytes in as its last key instead of re-serialising them (a third of the
         # encoding time). ``head`` ends with the "}}" closing the record and the object.

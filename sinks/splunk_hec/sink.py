@@ -171,6 +171,16 @@ class SplunkHecSink:
 
     # -- send -----------------------------------------------------------------------
 
+    async def _save_state(self, state: AckState) -> None:
+        """Write the ack state; a local disk problem holds the events (uncharged)
+        instead of surfacing as an unexpected error that would dead-letter them."""
+        try:
+            await asyncio.to_thread(state.save)
+        except OSError as exc:
+            raise SinkUnavailableError(
+                f"cannot write the ack state file: {exc.strerror or type(exc).__name__}"
+            ) from exc
+
     async def send(self, batch: Sequence[Event]) -> None:
         """Deliver ``batch``; return only when HEC took (with ack: indexed) every event.
 
@@ -305,7 +315,7 @@ class SplunkHecSink:
             return
         now = self._clock()
         lost = self._state.accept(ack_id, [rnd.keys[i] for i in group], now)
-        await asyncio.to_thread(self._state.save)
+        await self._save_state(self._state)
         for rec in lost:
             positions = rnd.waiting.pop(rec.ack_id, [])
             rnd.deadlines.pop(rec.ack_id, None)
@@ -327,7 +337,7 @@ class SplunkHecSink:
             return
         now = self._clock()
         if state.prune(now, set(rnd.keys), self.config.ack_timeout_seconds):
-            await asyncio.to_thread(state.save)
+            await self._save_state(state)
         confirmed = state.confirmed_events()
         index = {key: pos for pos, key in enumerate(rnd.keys)}
         done = {index[k] for k in confirmed if k in index}
@@ -404,7 +414,7 @@ class SplunkHecSink:
                 state.confirm(confirmed, now)
                 state.forget(expired)
                 # Saved before send() returns: a crash after this point never resends.
-                await asyncio.to_thread(state.save)
+                await self._save_state(state)
             for ack_id in confirmed:
                 rnd.delivered.update(rnd.waiting.pop(ack_id))
             for ack_id in expired:

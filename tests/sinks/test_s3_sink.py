@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import pytest
 from botocore.exceptions import ClientError
 
-from sinks import Event, PartialDeliveryError, SinkUnavailableError
+from sinks import Event, PartialDeliveryError, SinkError, SinkUnavailableError
 from sinks.s3 import S3Config, S3Sink, verify_archive
 from sinks.s3.encoder import Partition, encode_object
 from sinks.s3.sink import api_for
@@ -220,6 +220,21 @@ def test_object_left_by_a_crash_before_its_manifest_is_adopted(
     assert orphan.key in keys
     assert len(keys) == 2
     verified(cfg)  # the orphan is chained: no unchained_object finding
+
+
+def test_orphan_altered_before_adoption_is_refused(
+    moto_server: MotoServer, s3_bucket: Callable[..., str]
+) -> None:
+    """An unchained object whose lines differ from the events (edited after a crash) is
+    not adopted into the signed chain: the sink refuses and keeps the events waiting."""
+    bucket = s3_bucket()
+    cfg = s3_config(moto_server, bucket, KEYS)
+    batch = [make_event(i) for i in range(1, 4)]
+    forged = [make_event(i, decision="allowed") for i in range(1, 4)]  # same ids, new content
+    orphan = encode_object("audit/", Partition("decision", "2026-11-24", "08"), forged)
+    moto_server.client().put_object(Bucket=bucket, Key=orphan.key, Body=orphan.data)
+    with pytest.raises(SinkError, match="other content"):
+        run(deliver(cfg, batch))
 
 
 def test_store_reset_seqs_are_not_mistaken_for_archived_events(

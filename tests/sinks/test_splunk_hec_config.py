@@ -111,7 +111,7 @@ def test_defaults_stay_well_under_hec_limits() -> None:
     assert cfg.max_request_bytes < 1_000_000
     assert cfg.batch_max_bytes < cfg.max_request_bytes
     assert cfg.compression == "gzip"
-    assert (cfg.ack, cfg.ack_timeout_seconds) == (False, 300.0)
+    assert (cfg.ack, cfg.ack_timeout_seconds) == (False, 120.0)
     assert cfg.state_path() == Path("var/splunk_hec-hec.ack.json")
 
 

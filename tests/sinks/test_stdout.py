@@ -76,3 +76,13 @@ def test_broken_pipe_is_retryable() -> None:
     with pytest.raises(RetryableSinkError):
         asyncio.run(sink.send([event()]))
     assert asyncio.run(sink.health()).ok is False
+
+
+def test_lone_surrogate_escapes_export() -> None:
+    """A body with a lone surrogate escape (valid JSON, no UTF-8 form) still exports."""
+    for body in (
+        b'{"event_type":"rule.x","actor":"a\\ud800"}',
+        b'{\n"event_type":"rule.x",\n"actor":"a\\ud800"}',
+    ):
+        line = event(body=body).export_json()
+        assert json.loads(line)["payload"]["actor"] == "a\ud800"
