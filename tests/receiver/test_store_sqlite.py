@@ -213,3 +213,24 @@ def test_quota_notices_space_freed_by_another_process(tmp_path: Path) -> None:
             await server.close()
 
     run(go())
+
+
+def test_group_commit_survives_an_unexpected_error(tmp_path: Path) -> None:
+    """A non-SQLite error in one group fails that group (StoreError -> 503), not the writer."""
+    import pytest
+
+    from receiver.errors import StoreError
+
+    async def go() -> None:
+        store = SQLiteStore(tmp_path / "s.db")
+        await store.open()
+        try:
+            broken = replace(EV, event_id="bad", body=None)  # type: ignore[arg-type]
+            with pytest.raises(StoreError):
+                await store.ingest(broken)
+            assert (await store.ingest(EV)).outcome is IngestOutcome.ACCEPTED
+            assert await store.writable() is True
+        finally:
+            await store.close()
+
+    run(go())
