@@ -6,6 +6,7 @@ and the signing key is parsed, so ``check-config`` catches a bad key before star
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from typing import Literal
 
@@ -135,6 +136,9 @@ class S3Config(SinkConfig):
 
     @model_validator(mode="after")
     def _consistent(self) -> S3Config:
+        # Checked here so check-config says it, not a start-up loop later.
+        if importlib.util.find_spec("boto3") is None:
+            raise ValueError("type: the s3 sink needs boto3: pip install 'bighub-siem[s3]'")
         if (self.access_key_id is None) != (self.secret_access_key is None):
             raise ValueError("set both access_key_id and secret_access_key, or neither")
         if self.session_token is not None and self.access_key_id is None:
