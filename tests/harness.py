@@ -16,6 +16,8 @@ from typing import Any
 import httpx
 
 from receiver import signatures
+from receiver.envelope import category_of
+from receiver.store import NewEvent
 
 SECRET = "test-secret-0123456789abcdef"
 ADMIN_TOKEN = "test-admin-token-0123456789"
@@ -102,6 +104,32 @@ def event_body(event_id: str, event_type: str = "decision_event.created", **extr
         },
         separators=(",", ":"),
     ).encode()
+
+
+def stored_event(
+    event_id: str,
+    *,
+    sinks: tuple[str, ...],
+    event_type: str = "decision_event.created",
+    body: bytes = b"{}",
+    delivery_id: str | None = None,
+    received_at: float | None = None,
+) -> NewEvent:
+    """An event as ingress hands it to the store (for tests that fill a spool directly)."""
+    return NewEvent(
+        source="bighub",
+        event_id=event_id,
+        id_origin="body.event_id",
+        event_type=event_type,
+        category=category_of(event_type),
+        occurred_at=None,
+        received_at=time.time() if received_at is None else received_at,
+        delivery_id=delivery_id,
+        body=body,
+        signature=None,
+        timestamp=None,
+        sinks=sinks,
+    )
 
 
 class ReceiverProcess:

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from receiver.store import NewEvent, SQLiteStore
+from receiver.store import SQLiteStore
 from tests.harness import (
     ADMIN_TOKEN,
     SECRET,
@@ -21,6 +21,7 @@ from tests.harness import (
     base_config,
     event_body,
     signed_headers,
+    stored_event,
 )
 
 pytestmark = pytest.mark.integration
@@ -44,20 +45,7 @@ def make_dead_letters(server: ReceiverProcess, n: int, prefix: str, sink: str) -
         try:
             for i in range(n):
                 await store.ingest(
-                    NewEvent(
-                        source="bighub",
-                        event_id=f"{prefix}-{i}",
-                        id_origin="body.event_id",
-                        event_type="rule.patch_applied",
-                        category="rule",
-                        occurred_at=None,
-                        received_at=time.time(),
-                        delivery_id=None,
-                        body=b"{}",
-                        signature=None,
-                        timestamp=None,
-                        sinks=(sink,),
-                    )
+                    stored_event(f"{prefix}-{i}", event_type="rule.patch_applied", sinks=(sink,))
                 )
             claimed = await store.claim(
                 sink, limit=100, max_bytes=10**6, now=time.time(), lease_seconds=60

@@ -21,6 +21,7 @@ from sinks import (
     SinkHealth,
     SinkUnavailableError,
 )
+from tests.harness import stored_event
 
 
 class MemoryConfig(SinkConfig):
@@ -65,20 +66,7 @@ class MemorySink:
 
 
 def new_event(i: int, sinks: tuple[str, ...] = ("mem",)) -> NewEvent:
-    return NewEvent(
-        source="bighub",
-        event_id=f"e{i:04d}",
-        id_origin="body.event_id",
-        event_type="decision_event.created",
-        category="decision",
-        occurred_at=None,
-        received_at=time.time(),
-        delivery_id=None,
-        body=b'{"event_type":"decision_event.created"}',
-        signature=None,
-        timestamp=None,
-        sinks=sinks,
-    )
+    return stored_event(f"e{i:04d}", sinks=sinks, body=b'{"event_type":"decision_event.created"}')
 
 
 def config(**kw: object) -> MemoryConfig:

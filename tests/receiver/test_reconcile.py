@@ -7,7 +7,6 @@ the webhook URL points at a closed port so every delivery BIGHUB makes fails.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,9 @@ from prometheus_client import generate_latest
 from receiver.metrics import Metrics
 from receiver.reconcile import Reconciler, RunReport
 from receiver.settings import UpstreamSettings
-from receiver.store import NewEvent, SQLiteStore
+from receiver.store import SQLiteStore
 from tests.fakes.bighub_api import API_KEY, FakeBighub, bighub_api
-from tests.harness import event_body, free_port
+from tests.harness import event_body, free_port, stored_event
 
 
 def _settings(api: FakeBighub, webhook_ids: list[str], **overrides: Any) -> UpstreamSettings:
@@ -37,22 +36,7 @@ def _settings(api: FakeBighub, webhook_ids: list[str], **overrides: Any) -> Upst
 
 
 async def _hold(store: SQLiteStore, event_id: str, delivery_id: str | None = None) -> None:
-    await store.ingest(
-        NewEvent(
-            source="bighub",
-            event_id=event_id,
-            id_origin="body.event_id",
-            event_type="decision_event.created",
-            category="decision",
-            occurred_at=None,
-            received_at=time.time(),
-            delivery_id=delivery_id,
-            body=b"{}",
-            signature=None,
-            timestamp=None,
-            sinks=(),
-        )
-    )
+    await store.ingest(stored_event(event_id, delivery_id=delivery_id, sinks=()))
 
 
 def _outage(api: FakeBighub, count: int) -> tuple[str, list[str]]:

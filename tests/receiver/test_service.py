@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 from receiver.service import Service
 from receiver.settings import load_settings
-from receiver.store import NewEvent, SQLiteStore
-from tests.harness import base_config
+from receiver.store import SQLiteStore
+from tests.harness import base_config, stored_event
 
 
 def test_pending_rows_of_a_removed_sink_become_dead_letters(tmp_path: Path) -> None:
@@ -18,22 +17,7 @@ def test_pending_rows_of_a_removed_sink_become_dead_letters(tmp_path: Path) -> N
     async def go() -> None:
         store = SQLiteStore(tmp_path / "spool.db")
         await store.open()
-        await store.ingest(
-            NewEvent(
-                source="bighub",
-                event_id="e1",
-                id_origin="body.event_id",
-                event_type="rule.x",
-                category="rule",
-                occurred_at=None,
-                received_at=time.time(),
-                delivery_id=None,
-                body=b"{}",
-                signature=None,
-                timestamp=None,
-                sinks=("retired",),
-            )
-        )
+        await store.ingest(stored_event("e1", event_type="rule.x", sinks=("retired",)))
         await store.close()
         service = Service(load_settings(data=base_config(tmp_path)))
         await service.start()
