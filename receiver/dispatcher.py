@@ -262,14 +262,17 @@ class Dispatcher:
         self.metrics.delivered.labels(self.name).inc(len(batch))
 
     async def _dead(self, batch: Sequence[Claimed], reason: str) -> None:
-        await self.store.mark_dead([(c.outbox_id, reason) for c in batch], now=self.clock())
-        self.metrics.dead_lettered.labels(self.name).inc(len(batch))
+        await self._dead_each([(c, reason) for c in batch])
+
+    async def _dead_each(self, items: Sequence[tuple[Claimed, str]]) -> None:
+        await self.store.mark_dead([(c.outbox_id, r) for c, r in items], now=self.clock())
+        self.metrics.dead_lettered.labels(self.name).inc(len(items))
         log.warning(
             "dead_lettered",
             sink=self.name,
-            events=len(batch),
-            event_ids=[c.event.event_id for c in batch[:20]],
-            reason=reason[:300],
+            events=len(items),
+            event_ids=[c.event.event_id for c, _ in items[:20]],
+            reason=items[0][1][:300],
         )
 
     async def _retry(self, batch: Sequence[Claimed], error: str, *, wait: bool = True) -> None:
@@ -314,34 +317,14 @@ class Dispatcher:
         }
         ok = [c for i, c in enumerate(batch) if i not in failed]
         await self._delivered(ok)
-
-        def of(kind: type[SinkError], exclude: type[SinkError] | None = None) -> list[int]:
-            return [
-                i
-                for i, e in failed.items()
-                if isinstance(e, kind) and not (exclude and isinstance(e, exclude))
-            ]
-
-        permanent = [batch[i] for i in of(PermanentSinkError)]
-        unavailable = of(SinkUnavailableError)
-        retry = [batch[i] for i in failed if i not in unavailable and batch[i] not in permanent]
+        permanent = {i: e for i, e in failed.items() if isinstance(e, PermanentSinkError)}
+        down = {i: e for i, e in failed.items() if isinstance(e, SinkUnavailableError)}
+        retry = {i: e for i, e in failed.items() if i not in permanent and i not in down}
         if permanent:
-            reasons = {batch[i].outbox_id: str(e) for i, e in failed.items()}
-            await self.store.mark_dead(
-                [(c.outbox_id, f"permanent: {reasons[c.outbox_id]}") for c in permanent],
-                now=self.clock(),
-            )
-            self.metrics.dead_lettered.labels(self.name).inc(len(permanent))
-            log.warning(
-                "dead_lettered",
-                sink=self.name,
-                events=len(permanent),
-                event_ids=[c.event.event_id for c in permanent[:20]],
-            )
+            await self._dead_each([(batch[i], f"permanent: {e}") for i, e in permanent.items()])
         if retry:
-            first = next(e for i, e in failed.items() if batch[i] in retry)
             # When some events also found the sink unavailable, that backoff is waited below.
-            await self._retry(retry, str(first), wait=not unavailable)
-        down = [e for e in failed.values() if isinstance(e, SinkUnavailableError)]
+            first = next(iter(retry.values()))
+            await self._retry([batch[i] for i in retry], str(first), wait=not down)
         if down:
-            await self._unavailable([batch[i] for i in unavailable], down[0])
+            await self._unavailable([batch[i] for i in down], next(iter(down.values())))
