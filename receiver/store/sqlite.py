@@ -523,26 +523,29 @@ class SQLiteStore:
         return await self._work(run)
 
     @staticmethod
-    def _where_dead(sink: str | None, ids: Sequence[int] | None) -> tuple[str, list[Any]]:
-        clause, args = "state = 'dead'", list[Any]()
+    def _where_dead(
+        sink: str | None, ids: Sequence[int] | None, table: str = ""
+    ) -> tuple[str, list[Any]]:
+        t = f"{table}." if table else ""
+        clause, args = f"{t}state = 'dead'", list[Any]()
         if sink is not None:
-            clause += " AND sink = ?"
+            clause += f" AND {t}sink = ?"
             args.append(sink)
         if ids is not None:
-            clause += f" AND id IN ({_marks(len(ids))})"
+            clause += f" AND {t}id IN ({_marks(len(ids))})"
             args.extend(ids)
         return clause, args
 
     async def dead_letters(
         self, *, sink: str | None = None, limit: int = 100, after_id: int = 0
     ) -> list[DeadLetter]:
-        clause, args = self._where_dead(sink, None)
+        clause, args = self._where_dead(sink, None, "o")
 
         def run(db: sqlite3.Connection) -> list[DeadLetter]:
             rows = db.execute(
                 "SELECT o.id, o.sink, e.event_id, e.event_type, e.received_at, o.attempts,"
                 " o.dead_at, o.last_error FROM outbox o JOIN events e ON e.seq = o.event_seq"
-                f" WHERE {clause.replace('state', 'o.state').replace('sink =', 'o.sink =')}"
+                f" WHERE {clause}"
                 " AND o.id > ? ORDER BY o.id LIMIT ?",
                 (*args, after_id, limit),
             ).fetchall()
