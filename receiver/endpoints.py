@@ -88,8 +88,9 @@ async def _handle(request: Request, service: Service) -> tuple[int, dict[str, st
         )
     except EnvelopeError as exc:
         raise _Refusal(400, exc.code, exc.detail) from None
-    except Exception:  # a parser bug must still answer a JSON 4xx and store nothing
-        log.exception("envelope_parser_failed")
+    except Exception as exc:  # a parser bug must still answer a JSON 4xx and store nothing
+        # The type only: an exception's text or traceback may quote the body.
+        log.error("envelope_parser_failed", error=type(exc).__name__)
         raise _Refusal(400, "invalid_envelope", "the body could not be read as an event") from None
     structlog.contextvars.bind_contextvars(event_id=env.event_id, event_type=env.event_type)
     routed = service.router.route(env.event_type)
