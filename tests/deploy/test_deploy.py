@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from receiver import cli
+from receiver.cli._common import load
 from receiver.settings import Settings
 from receiver.store.sqlite import sqlite_path
 from sinks import sink_types
@@ -82,7 +83,7 @@ def check_config(
     out = capsys.readouterr()
     assert code == 0, out.err
     assert out.out.startswith("config ok:")
-    return cli._settings(str(path))
+    return load(str(path))
 
 
 def cli_args_valid(argv: list[str]) -> None:
