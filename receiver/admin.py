@@ -81,7 +81,7 @@ async def dead_letters(request: Request) -> Response:
         {
             "dead_letters": [
                 {
-                    "id": r.outbox_id,
+                    "id": r.id,
                     "sink": r.sink,
                     "event_id": r.event_id,
                     "event_type": r.event_type,
@@ -89,10 +89,11 @@ async def dead_letters(request: Request) -> Response:
                     "attempts": r.attempts,
                     "dead_at": r.dead_at,
                     "error": r.error,
+                    "state": r.state,
                 }
                 for r in rows
             ],
-            "next_after": rows[-1].outbox_id if len(rows) == limit else None,
+            "next_after": rows[-1].id if len(rows) == limit else None,
         }
     )
 
@@ -107,7 +108,7 @@ async def _dead_letter_action(request: Request, action: str) -> Response:
         return JSONResponse({"error": "bad_request", "detail": str(exc)}, 400)
     if action == "retry":
         count = await service.store.requeue_dead(sink=sink, ids=ids, now=service.clock())
-        service.notify(tuple(d for d in service.dispatchers if sink in (None, d)))
+        service.notify_requeued(sink)
         return JSONResponse({"requeued": count})
     count = await service.store.purge_dead(sink=sink, ids=ids)
     return JSONResponse({"purged": count})

@@ -1,60 +1,59 @@
-"""Outbox -> sink: one loop per sink that batches, sends, retries and dead-letters.
+"""Cursor -> sink: one loop per sink that reads the log, sends, and moves the cursor.
 
-The dispatcher alone owns retry policy; sinks only classify errors (sinks.base).
+The dispatcher alone owns retry policy; sinks only classify errors (sinks.base), and
+what an outcome means is the pure function in ``receiver.outcome``.
 
-- a batch fills up to ``batch_max_events`` / ``batch_max_bytes``, or goes out when
-  its oldest event has waited ``batch_max_wait_seconds``;
-- an outbox row is marked delivered only after ``send`` returned (the sink confirmed);
-- ``RetryableSinkError``: one attempt charged; exponential backoff with jitter,
-  capped. The whole loop waits out the backoff before claiming again, so newer
-  events never overtake older ones for the same sink (per-key order holds);
-- ``SinkUnavailableError``: no attempt charged, the sink is reported down, the loop
-  backs off (capped) and tries the same events again;
-- ``PermanentSinkError``, ``max_attempts`` reached, or older than ``max_age_seconds``:
-  dead letter (kept, listable, re-queueable);
+- the loop holds the sink's cursor **lease** (``store.acquire``) before it reads; a
+  ``LeaseKeeper`` renews it while the loop works. With several dispatch replicas
+  (PostgreSQL) one owns a sink at a time and the others stand by; a lease that is
+  lost stops the send in flight and nothing is written (``LeaseLostError``);
+- a batch is the routed events after the cursor, in log order, up to
+  ``batch_max_events`` / ``batch_max_bytes``, or what arrived once its oldest event
+  has waited ``batch_max_wait_seconds``;
+- the cursor moves, in one transaction with the outcome (dead letters, done set,
+  the head's attempts and next attempt time), only after ``send`` returned;
+- a retryable failure keeps the cursor before the first failed event: newer events
+  never overtake it (strict per-sink order) until it succeeds or is dead-lettered;
+- re-queued dead letters go out beside the log, each with its own attempts;
 - ``health()`` runs after start and every minute while idle, so ``/readyz`` shows a
-  broken destination (say, a revoked token) before an event has to fail on it.
+  broken destination (say, a revoked token) before an event has to fail on it;
+- ``stop(grace)`` lets a send in flight finish within the grace period, then
+  abandons it without writing anything: what was not recorded is sent again later.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
+import socket
 import time
 from collections.abc import Callable, Sequence
 
 import structlog
 
+from receiver.errors import DeadLetterBudgetError, LeaseLostError
+from receiver.lease import LeaseKeeper
 from receiver.metrics import Metrics
-from receiver.store import Claimed, RetryUpdate, Store
-from sinks import (
-    PartialDeliveryError,
-    PermanentSinkError,
-    RetryableSinkError,
-    Sink,
-    SinkConfig,
-    SinkError,
-    SinkUnavailableError,
-)
+from receiver.outcome import Decision, Policy, backoff_delay, decide, progress, settle_requeued
+from receiver.store import Lease, LogBatch, Progress, Route, Store
+from sinks import Event, Sink, SinkConfig
 
 __all__ = ["Dispatcher", "backoff_delay"]
 
 log = structlog.get_logger(component="bighub_siem.dispatcher")
 
+_BUDGET_HOLD_SECONDS = 30.0  # how long a sink waits when its dead letters do not fit
 
-def backoff_delay(attempt: int, initial: float, cap: float, rng: random.Random) -> float:
-    """Delay before attempt ``attempt + 1``: exponential, capped, with equal jitter.
 
-    Half of the delay is fixed and half random, so retries spread out but never
-    come back sooner than half the nominal delay.
-    """
-    nominal = min(cap, initial * float(2 ** max(0, min(attempt - 1, 40))))
-    return float(nominal / 2 + rng.uniform(0, nominal / 2))
+def owner_token() -> str:
+    """Who holds a lease: host, process and a random part (a restarted pid differs)."""
+    return f"{socket.gethostname()[:64]}:{os.getpid()}:{os.urandom(4).hex()}"
 
 
 class Dispatcher:
-    """Drains one sink's outbox rows from the store into the sink."""
+    """Drains one sink's cursor from the store into the sink."""
 
     def __init__(
         self,
@@ -65,10 +64,11 @@ class Dispatcher:
         *,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
-        lease_seconds: float = 300.0,
+        lease_seconds: float = 30.0,
         poll_seconds: float = 1.0,
         health_interval_seconds: float = 60.0,
         health_timeout_seconds: float = 15.0,
+        owner: str | None = None,
     ) -> None:
         self.sink = sink
         self.config = config
@@ -81,15 +81,24 @@ class Dispatcher:
         self.poll_seconds = poll_seconds
         self.health_interval_seconds = health_interval_seconds
         self.health_timeout_seconds = health_timeout_seconds
+        self.owner = owner or owner_token()
+        self.route = Route(config.name, tuple(config.events))
+        self.policy = Policy(
+            config.max_attempts, config.retry_initial_seconds, config.retry_max_seconds
+        )
         self.up = False
         self.detail = "starting"
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._outage = 0  # consecutive unavailable answers, for the loop's own backoff
+        self._lease: Lease | None = None
+        self._keeper: LeaseKeeper | None = None
+        self._sending: asyncio.Task[None] | None = None
+        self._outage = 0  # consecutive unavailable outcomes, for the unavailable backoff
         self._last_health = 0.0
-        self._arrived = 0  # events stored since the last look at the outbox
+        self._arrived = 0  # events stored since the last read
         self._filling = False  # waiting for a partial batch to fill
+        self._requeue_check_at = 0.0
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -102,20 +111,34 @@ class Dispatcher:
         if not self._filling or self._arrived >= self.config.batch_max_events:
             self._wake.set()
 
+    def notify_requeued(self) -> None:
+        """Dead letters of this sink were re-queued: look for them at once."""
+        self._requeue_check_at = 0.0
+        self._wake.set()
+
     async def stop(self, grace_seconds: float = 10.0) -> None:
-        """Finish the batch in flight (up to ``grace_seconds``), then close the sink."""
+        """Let the send in flight finish within ``grace_seconds``, else abandon it
+        (nothing is written: its events are sent again later); then close the sink.
+        The lease is given up only when nothing was abandoned, so a standby cannot
+        start sending what an abandoned send may still be delivering."""
+        deadline = time.monotonic() + grace_seconds
         self._stop.set()
         self._wake.set()
+        abandoned = False
         if self._task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), grace_seconds)
             except asyncio.TimeoutError:
-                # The leased rows are re-sent after restart: at-least-once holds.
+                abandoned = self._sending is not None
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
-        with contextlib.suppress(Exception):
-            await self.sink.close()
+        remaining = max(0.5, deadline - time.monotonic())
+        try:
+            await asyncio.wait_for(self.sink.close(), remaining)
+        except Exception as exc:  # a hung client must not hold the shutdown
+            log.warning("sink_close_failed", sink=self.name, error=type(exc).__name__)
+        await self._drop_lease(release=not abandoned)
 
     def _set_state(self, up: bool, detail: str) -> None:
         if up != self.up or detail != self.detail:
@@ -127,13 +150,16 @@ class Dispatcher:
         self, seconds: float, *, wakeable: bool = True, until_full: bool = False
     ) -> None:
         """Sleep, ending early on stop, and when ``wakeable`` on new events (with
-        ``until_full``: only once a whole batch has arrived)."""
+        ``until_full``: only once a whole batch has arrived). The wake flag is
+        cleared before each read, never here, so a notify that lands while the
+        loop reads is not lost."""
         if seconds <= 0 or self._stop.is_set():
             return
         waiters = [asyncio.ensure_future(self._stop.wait())]
         if wakeable:
-            self._wake.clear()
             self._filling = until_full
+            if until_full and self._arrived < self.config.batch_max_events:
+                self._wake.clear()  # count arrivals from here; ones before are in the read
             waiters.append(asyncio.ensure_future(self._wake.wait()))
         try:
             await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
@@ -146,14 +172,23 @@ class Dispatcher:
 
     async def _run(self) -> None:
         await self._start_sink()
-        while not self._stop.is_set():
-            try:
-                await self._step()
-            except Exception as exc:  # store trouble: log, wait, try again; never die
-                log.error(
-                    "dispatch_loop_error", sink=self.name, error=f"{type(exc).__name__}: {exc}"
-                )
-                await self._sleep(self.poll_seconds, wakeable=False)
+        try:
+            while not self._stop.is_set():
+                try:
+                    if await self._hold_lease():
+                        await self._step()
+                except LeaseLostError as exc:
+                    log.warning("lease_lost", sink=self.name, detail=str(exc)[:200])
+                    await self._drop_lease(release=False)
+                except Exception as exc:  # store trouble: log, wait, try again; never die
+                    log.error(
+                        "dispatch_loop_error",
+                        sink=self.name,
+                        error=f"{type(exc).__name__}: {exc}"[:300],
+                    )
+                    await self._sleep(self.poll_seconds, wakeable=False)
+        finally:
+            await self._drop_keeper()
 
     async def _start_sink(self) -> None:
         failures = 0
@@ -182,149 +217,215 @@ class Dispatcher:
             return
         self._set_state(health.ok, "" if health.ok else health.detail[:300])
 
-    async def _step(self) -> None:
-        cfg = self.config
-        now = self.clock()
-        summary = await self.store.pending_summary(self.name, now=now, limit=cfg.batch_max_events)
-        if summary.due == 0:
+    async def _hold_lease(self) -> bool:
+        """Hold the cursor's lease, taking it when free; False while another has it."""
+        if self._lease is not None and self._keeper is not None:
+            if self._keeper.valid:
+                return True
+            raise LeaseLostError("the lease could not be renewed in time")
+        asked = time.monotonic()
+        lease = await self.store.acquire(self.name, self.owner, lease_seconds=self.lease_seconds)
+        if lease is None:
             if time.monotonic() - self._last_health >= self.health_interval_seconds:
-                await self._check_health()  # idle: the next event should not be first to find out
-            wait = self.poll_seconds
-            if summary.next_due_at is not None:
-                wait = min(wait, max(0.0, summary.next_due_at - now))
-            await self._sleep(wait)
-            return
-        if (
-            cfg.batch_max_wait_seconds > 0
-            and summary.due < cfg.batch_max_events
-            and summary.oldest_received_at is not None
-        ):
-            ready_at = summary.oldest_received_at + cfg.batch_max_wait_seconds
-            if ready_at > now:
-                # Wake early only once enough new events arrived to fill a batch, not on
-                # every single one (that turned each request into a store query).
-                self._arrived = summary.due
-                await self._sleep(min(ready_at - now, self.poll_seconds), until_full=True)
-                return
-        batch = await self.store.claim(
-            self.name,
-            limit=cfg.batch_max_events,
-            max_bytes=cfg.batch_max_bytes,
-            now=now,
-            lease_seconds=self.lease_seconds,
-        )
-        if batch:
-            await self._deliver(batch)
+                await self._check_health()
+            await self._sleep(self.poll_seconds, wakeable=False)
+            return False
+        log.info("lease_acquired", sink=self.name, fence=lease.fence)
+        self._lease = lease
+        self._keeper = LeaseKeeper(self.store, lease, self.lease_seconds, asked)
+        return True
 
-    async def _deliver(self, batch: list[Claimed]) -> None:
+    async def _drop_keeper(self) -> None:
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            await keeper.close()
+
+    async def _drop_lease(self, *, release: bool) -> None:
+        keeper, lease = self._keeper, self._lease
+        self._keeper = self._lease = None
+        if keeper is not None:
+            await keeper.close()
+        if release and lease is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.store.release_lease(lease), 5.0)
+
+    def _current(self) -> Lease:
+        lease, keeper = self._lease, self._keeper
+        if lease is None or keeper is None or not keeper.valid:
+            raise LeaseLostError("the lease is gone")
+        return lease
+
+    async def _step(self) -> None:
+        lease = self._current()
+        self._wake.clear()  # before reading: a notify from here on wakes the next sleep
+        self._arrived = 0
         now = self.clock()
-        expired = [
-            c
-            for c in batch
-            if now - max(c.event.received_at, c.requeued_at or 0.0) > self.config.max_age_seconds
-        ]
-        if expired:
-            await self._dead(expired, "expired: older than max_age_seconds")
-            batch = [c for c in batch if c not in expired]
-            if not batch:
-                return
-        started = time.monotonic()
-        error: Exception | None = None
+        if now >= self._requeue_check_at and await self._requeued(lease, now):
+            return
+        if lease.next_attempt_at > now:  # the head is backing off: nothing overtakes it
+            await self._sleep(lease.next_attempt_at - now, wakeable=False)
+            return
+        # After a whole batch failed at its last attempt, the head goes alone.
+        limit = 1 if lease.attempts >= self.policy.max_attempts else self.config.batch_max_events
+        batch = await self.store.read(
+            lease, self.route, limit=limit, max_bytes=self.config.batch_max_bytes
+        )
+        if not batch.events:
+            await self._idle(lease, batch)
+            return
+        wait = self.config.batch_max_wait_seconds
+        ready_at = batch.events[0].received_at + wait
+        if not batch.more and limit > 1 and wait > 0 and ready_at > now:
+            # Wake early only once enough new events arrived to fill a batch, not on
+            # every single one (that turned each request into a store read).
+            self._arrived += len(batch.events)
+            await self._sleep(min(ready_at - now, self.poll_seconds), until_full=True)
+            return
+        await self._deliver(lease, batch)
+
+    async def _idle(self, lease: Lease, batch: LogBatch) -> None:
+        if batch.scanned_to > lease.position:  # skipped events the routes do not take
+            self._lease = await self.store.advance(lease, Progress(position=batch.scanned_to))
+        if time.monotonic() - self._last_health >= self.health_interval_seconds:
+            await self._check_health()  # idle: the next event should not be first to find out
+        await self._sleep(self.poll_seconds)
+
+    async def _send(self, events: Sequence[Event]) -> BaseException | None:
+        """``sink.send`` under the lease: lost midway, it is abandoned (LeaseLostError)."""
+        keeper = self._keeper
+        if keeper is None:
+            raise LeaseLostError("no lease")
+        task = self._sending = asyncio.ensure_future(self.sink.send(list(events)))
+        lost = asyncio.ensure_future(keeper.lost.wait())
         try:
-            await self.sink.send([c.event for c in batch])
-        except Exception as exc:
-            error = exc
+            await asyncio.wait({task, lost}, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done():
+                raise LeaseLostError("lease lost during the send: abandoned")
+            return task.exception()
+        finally:
+            lost.cancel()
+            if not task.done():
+                task.cancel()  # abandoned (lease lost, or stop): nothing is written for it
+            self._sending = None
+
+    async def _deliver(self, lease: Lease, batch: LogBatch) -> None:
+        now = self.clock()
+        max_age = self.config.max_age_seconds
+        expired = [i for i, e in enumerate(batch.events) if now - e.received_at > max_age]
+        to_send = [e for i, e in enumerate(batch.events) if i not in expired]
+        started = time.monotonic()
+        error = await self._send(to_send) if to_send else None
         log.info(
             "delivery_attempt",
             sink=self.name,
-            events=len(batch),
+            events=len(to_send),
             seconds=round(time.monotonic() - started, 4),
             outcome="ok" if error is None else type(error).__name__,
         )
-        if error is None:
-            await self._delivered(batch)
+        decision = decide(
+            len(batch.events),
+            error,
+            expired=expired,
+            attempts=lease.attempts,
+            outage=self._outage,
+            policy=self.policy,
+            rng=self.rng,
+        )
+        await self._record(self._current(), batch, decision)
+
+    async def _record(self, lease: Lease, batch: LogBatch, decision: Decision) -> None:
+        try:
+            self._lease = await self.store.advance(
+                lease, progress(lease, batch, decision, now=self.clock())
+            )
+        except DeadLetterBudgetError as exc:
+            # The dead letters do not fit: hold before the first of them (the sink is
+            # reported down) instead of writing them or dropping them.
+            decision = hold_before_dead(decision, lease, _BUDGET_HOLD_SECONDS, str(exc))
+            self._lease = await self.store.advance(
+                lease, progress(lease, batch, decision, now=self.clock())
+            )
+        self._account(batch, decision)
+        if decision.delay > 0:
+            await self._sleep(decision.delay, wakeable=False)
+
+    def _account(self, batch: LogBatch, decision: Decision) -> None:
+        m = self.metrics
+        if decision.delivered:
+            m.delivered.labels(self.name).inc(len(decision.delivered))
+        if decision.dead:
+            m.dead_lettered.labels(self.name).inc(len(decision.dead))
+            log.warning(
+                "dead_lettered",
+                sink=self.name,
+                events=len(decision.dead),
+                event_ids=[batch.events[i].event_id for i, _, _ in decision.dead[:20]],
+                reason=decision.dead[0][1][:300],
+            )
+        if decision.retry_from is not None:
+            waiting = len(batch.events) - decision.retry_from
+            m.retried.labels(self.name).inc(waiting)
+            log.warning(
+                "delivery_retry",
+                sink=self.name,
+                events=waiting,
+                delay=round(decision.delay, 3),
+                attempts=decision.attempts,
+                error=(decision.error or "")[:300],
+            )
+        if decision.unavailable is not None:
+            self._outage += 1
+            self._set_state(False, decision.unavailable[:300])
+        elif decision.retry_from is None or decision.delivered:
             self._outage = 0
             self._set_state(True, "")
-        elif isinstance(error, PartialDeliveryError):
-            await self._partial(batch, error)
-        elif isinstance(error, SinkUnavailableError):
-            await self._unavailable(batch, error)
-        elif isinstance(error, RetryableSinkError):
-            await self._retry(batch, str(error))
-        elif isinstance(error, PermanentSinkError):
-            await self._dead(batch, f"permanent: {error}")
-        else:  # a sink bug must not lose events: treat it as retryable
-            log.error("sink_raised_unexpected", sink=self.name, error=repr(error)[:300])
-            await self._retry(batch, f"unexpected {type(error).__name__}: {error}")
 
-    async def _delivered(self, batch: Sequence[Claimed]) -> None:
-        await self.store.mark_delivered([c.outbox_id for c in batch])
-        self.metrics.delivered.labels(self.name).inc(len(batch))
-
-    async def _dead(self, batch: Sequence[Claimed], reason: str) -> None:
-        await self._dead_each([(c, reason) for c in batch])
-
-    async def _dead_each(self, items: Sequence[tuple[Claimed, str]]) -> None:
-        await self.store.mark_dead([(c.outbox_id, r) for c, r in items], now=self.clock())
-        self.metrics.dead_lettered.labels(self.name).inc(len(items))
-        log.warning(
-            "dead_lettered",
-            sink=self.name,
-            events=len(items),
-            event_ids=[c.event.event_id for c, _ in items[:20]],
-            reason=items[0][1][:300],
-        )
-
-    async def _retry(self, batch: Sequence[Claimed], error: str, *, wait: bool = True) -> None:
+    async def _requeued(self, lease: Lease, now: float) -> bool:
+        """Send due re-queued dead letters; True if there were any."""
         cfg = self.config
-        out = [c for c in batch if c.attempts + 1 >= cfg.max_attempts]
-        if out:
-            await self._dead(out, f"max attempts reached; last error: {error}")
-        keep = [c for c in batch if c not in out]
-        if not keep:
-            return
-        attempts = max(c.attempts for c in keep) + 1
-        delay = backoff_delay(attempts, cfg.retry_initial_seconds, cfg.retry_max_seconds, self.rng)
-        at = self.clock() + delay
-        await self.store.mark_retry([RetryUpdate(c.outbox_id, at, error) for c in keep])
-        self.metrics.retried.labels(self.name).inc(len(keep))
-        log.warning(
-            "delivery_retry",
+        items = await self.store.requeued(
+            self.name, now=now, limit=cfg.batch_max_events, max_bytes=cfg.batch_max_bytes
+        )
+        if not items:
+            self._requeue_check_at = now + self.poll_seconds
+            return False
+        error = await self._send([r.event for r in items])
+        settlement, delay = settle_requeued(
+            items,
+            error,
+            now=self.clock(),
+            max_age_seconds=cfg.max_age_seconds,
+            outage=self._outage,
+            policy=self.policy,
+            rng=self.rng,
+        )
+        await self.store.settle_requeued(self._current(), settlement)
+        self.metrics.delivered.labels(self.name).inc(len(settlement.delivered))
+        if settlement.dead:
+            self.metrics.dead_lettered.labels(self.name).inc(len(settlement.dead))
+        log.info(
+            "requeued_delivery",
             sink=self.name,
-            events=len(keep),
-            delay=round(delay, 3),
-            error=error[:300],
+            delivered=len(settlement.delivered),
+            retry=len(settlement.retry),
+            dead=len(settlement.dead),
         )
-        # Wait the backoff out here too, so newer events do not overtake these.
-        if wait:
-            await self._sleep(delay, wakeable=False)
+        if settlement.retry:
+            self._requeue_check_at = self.clock() + delay
+        return True
 
-    async def _unavailable(self, batch: Sequence[Claimed], exc: SinkUnavailableError) -> None:
-        self._outage += 1
-        self._set_state(False, str(exc)[:300])
-        delay = backoff_delay(
-            self._outage, self.config.retry_initial_seconds, self.config.retry_max_seconds, self.rng
-        )
-        at = self.clock() + delay
-        await self.store.mark_retry(
-            [RetryUpdate(c.outbox_id, at, f"unavailable: {exc}", charge=False) for c in batch]
-        )
-        await self._sleep(delay, wakeable=False)
 
-    async def _partial(self, batch: Sequence[Claimed], exc: PartialDeliveryError) -> None:
-        failed: dict[int, SinkError] = {
-            i: e for i, e in exc.failures.items() if 0 <= i < len(batch)
-        }
-        ok = [c for i, c in enumerate(batch) if i not in failed]
-        await self._delivered(ok)
-        permanent = {i: e for i, e in failed.items() if isinstance(e, PermanentSinkError)}
-        down = {i: e for i, e in failed.items() if isinstance(e, SinkUnavailableError)}
-        retry = {i: e for i, e in failed.items() if i not in permanent and i not in down}
-        if permanent:
-            await self._dead_each([(batch[i], f"permanent: {e}") for i, e in permanent.items()])
-        if retry:
-            # When some events also found the sink unavailable, that backoff is waited below.
-            first = next(iter(retry.values()))
-            await self._retry([batch[i] for i in retry], str(first), wait=not down)
-        if down:
-            await self._unavailable([batch[i] for i in down], next(iter(down.values())))
+def hold_before_dead(decision: Decision, lease: Lease, seconds: float, why: str) -> Decision:
+    """``decision`` with its dead letters turned into a hold at the first of them."""
+    first = min(i for i, _, _ in decision.dead)
+    head = first if decision.retry_from is None else min(first, decision.retry_from)
+    return Decision(
+        delivered=decision.delivered,
+        dead=(),
+        retry_from=head,
+        attempts=lease.attempts if head == 0 else 0,
+        delay=seconds,
+        error=why,
+        unavailable=why,
+        charged=False,
+    )

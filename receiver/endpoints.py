@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 import structlog
 from starlette.requests import Request
@@ -17,7 +18,13 @@ from starlette.responses import JSONResponse, Response
 
 from receiver import signatures
 from receiver.envelope import parse_envelope
-from receiver.errors import EnvelopeError, SignatureError, StoreError
+from receiver.errors import (
+    EnvelopeError,
+    EventRefusedError,
+    OverloadedError,
+    SignatureError,
+    StoreError,
+)
 from receiver.service import Service
 from receiver.store import IngestOutcome, NewEvent
 
@@ -56,6 +63,15 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise _Refusal(413, "body_too_large", f"body is over {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _alive(request: Request) -> Callable[[], bool] | None:
+    """False once the client has gone, where the server tells (uvicorn does, through its
+    request cycle's ``disconnected`` flag); None where it cannot be known."""
+    cycle = getattr(request.receive, "__self__", None)
+    if cycle is None or not hasattr(cycle, "disconnected"):
+        return None
+    return lambda: not cycle.disconnected
 
 
 async def _handle(request: Request, service: Service) -> tuple[int, dict[str, str]]:
@@ -110,7 +126,17 @@ async def _handle(request: Request, service: Service) -> tuple[int, dict[str, st
     )
     retry_after = {"Retry-After": str(service.settings.store.retry_after_seconds)}
     try:
-        result = await service.store.ingest(new)
+        result = await service.store.ingest(new, alive=_alive(request))
+    except OverloadedError as exc:
+        raise _Refusal(503, "overloaded", str(exc), retry_after) from None
+    except EventRefusedError as exc:
+        log.error("store_refused_event", error=str(exc)[:200])
+        raise _Refusal(
+            503,
+            "store_refused_event",
+            "the store cannot hold this event (see the log)",
+            retry_after,
+        ) from None
     except StoreError:
         log.error("store_unavailable")
         raise _Refusal(

@@ -9,7 +9,16 @@
     │   └── MismatchError     no configured secret produces a sent signature
     ├── EnvelopeError         the verified body is not a usable BIGHUB event (400)
     └── StoreError            the spool cannot take the write now (503)
-        └── QuotaExceededError  the spool is over its quota (503)
+        ├── QuotaExceededError  the spool is over its quota (503)
+        ├── OverloadedError     the ingest queue is full, or a request waited past its
+        │                       deadline (503 at once; the sender retries)
+        ├── EventRefusedError   the database refuses this one event (say, a character
+        │                       its encoding cannot hold); the rest of its group commits
+        ├── LeaseLostError      another dispatcher owns the sink's cursor now: nothing
+        │                       was written, the loser stops its send loop
+        └── DeadLetterBudgetError  the dead letters are at their byte limit: the sink
+                                holds (its events stay in the spool) until they are
+                                retried or purged
 
 A duplicate delivery is a result (``IngestResult``), not an exception.
 """
@@ -20,9 +29,13 @@ from collections.abc import Sequence
 
 __all__ = [
     "ConfigError",
+    "DeadLetterBudgetError",
     "EnvelopeError",
+    "EventRefusedError",
     "HeaderError",
+    "LeaseLostError",
     "MismatchError",
+    "OverloadedError",
     "QuotaExceededError",
     "ReceiverError",
     "SignatureError",
@@ -72,3 +85,20 @@ class StoreError(ReceiverError):
 
 class QuotaExceededError(StoreError):
     """The spool holds as much undelivered data as it is allowed to."""
+
+
+class OverloadedError(StoreError):
+    """Admission control refused or gave up on the request; nothing was (or will be
+    known to be) stored for it, so the sender must retry (a retry is deduplicated)."""
+
+
+class EventRefusedError(StoreError):
+    """The database refused this event alone; it is not stored."""
+
+
+class LeaseLostError(StoreError):
+    """The cursor's lease belongs to another dispatcher (or expired): nothing written."""
+
+
+class DeadLetterBudgetError(StoreError):
+    """New dead letters would exceed ``store.max_dead_letter_bytes``; nothing written."""

@@ -20,8 +20,12 @@ class _SnapshotCollector(Collector):
         self.pending: dict[str, int] = {}
         self.dead: dict[str, int] = {}
         self.oldest_age: dict[str, float] = {}
+        self.attempts: dict[str, int] = {}
         self.spool_bytes = 0
         self.spool_events = 0
+        self.dead_bytes = 0
+        self.dead_events = 0
+        self.limits: dict[str, int] = {}
         self.sink_up: dict[str, bool] = {}
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -33,12 +37,22 @@ class _SnapshotCollector(Collector):
                 fam.add_metric([sink], float(value))
             return fam
 
-        yield per_sink("bighub_siem_sink_pending", "Outbox rows waiting per sink.", self.pending)
+        yield per_sink(
+            "bighub_siem_sink_pending",
+            "Log events after the sink's cursor (counted up to 1M; includes types its"
+            " routes skip).",
+            self.pending,
+        )
         yield per_sink("bighub_siem_sink_dead", "Dead letters per sink.", self.dead)
         yield per_sink(
             "bighub_siem_sink_oldest_pending_age_seconds",
-            "Age of the oldest pending event per sink.",
+            "Age of the oldest event the sink still has to deliver.",
             self.oldest_age,
+        )
+        yield per_sink(
+            "bighub_siem_sink_head_attempts",
+            "Charged failed attempts of the event at the head of the sink's queue.",
+            self.attempts,
         )
         yield per_sink(
             "bighub_siem_sink_up",
@@ -51,6 +65,22 @@ class _SnapshotCollector(Collector):
         yield GaugeMetricFamily(
             "bighub_siem_spool_events", "Undelivered events held.", value=self.spool_events
         )
+        yield GaugeMetricFamily(
+            "bighub_siem_dead_letter_bytes",
+            "Body bytes held by dead letters (their own limit, not the spool quota).",
+            value=self.dead_bytes,
+        )
+        yield GaugeMetricFamily(
+            "bighub_siem_dead_letter_events", "Dead letters held.", value=self.dead_events
+        )
+        limits = GaugeMetricFamily(
+            "bighub_siem_store_limit",
+            "Configured store limits: spool_bytes, spool_events, dead_letter_bytes.",
+            labels=["limit"],
+        )
+        for name, value in sorted(self.limits.items()):
+            limits.add_metric([name], float(value))
+        yield limits
 
 
 class Metrics:

@@ -20,7 +20,7 @@ from receiver.errors import ConfigError
 from receiver.metrics import Metrics
 from receiver.routing import Router
 from receiver.settings import Settings
-from receiver.store import Store, create_store
+from receiver.store import Route, Store, create_store
 from sinks import build_sink
 
 if TYPE_CHECKING:
@@ -98,11 +98,11 @@ class Service:
 
     async def start(self) -> None:
         await self.store.open()
-        if not self.store.shared:
-            # This process owns the store: leases left by a crashed predecessor would
-            # otherwise hold its batches back until they expire. A shared store's
-            # leases may belong to live replicas and expire on their own.
-            await self.store.release_leases()
+        # Every role, before any webhook is taken: a new sink's cursor starts at the end
+        # of the log as it is now, so it gets every event acknowledged from here on.
+        await self.store.ensure_cursors(
+            [Route(s.name, tuple(s.events)) for s in self.settings.sinks]
+        )
         await self._orphaned_sinks()
         if self.dispatch:
             for cfg in self.settings.sinks:
@@ -123,36 +123,43 @@ class Service:
         )
 
     async def _orphaned_sinks(self) -> None:
-        """Pending rows of sinks no longer in the configuration would wait forever.
+        """A cursor of a sink no longer configured would hold its events forever.
 
-        A store this process owns moves them to the dead letters (visible, re-queueable
-        after the sink is configured again, purgeable). A shared store only warns: in a
-        rolling deploy another replica may already run a config that has the sink.
+        A store this process owns retires it: the events its routes still had to
+        deliver become dead letters (visible, re-queueable once the sink is configured
+        again, purgeable) and the cursor goes. A shared store only warns: in a rolling
+        deploy another replica may still run a config that has the sink
+        (``bighub-siem dead-letters retire-sink NAME`` retires it by hand).
         """
         configured = {s.name for s in self.settings.sinks}
-        stats = await self.store.stats()
-        for sink, st in sorted(stats.sinks.items()):
-            if sink in configured or st.pending == 0:
+        for sink in await self.store.cursor_sinks():
+            if sink in configured:
                 continue
             if self.store.shared or not self.dispatch:
-                log.warning("unconfigured_sink_has_pending_events", sink=sink, pending=st.pending)
+                log.warning("unconfigured_sink_has_a_cursor", sink=sink)
                 continue
-            moved = await self.store.dead_letter_pending(
+            moved = await self.store.retire_sink(
                 sink, f"sink {sink!r} is not configured", now=self.clock()
             )
-            log.warning("unconfigured_sink_dead_lettered", sink=sink, events=moved)
+            log.warning("unconfigured_sink_retired", sink=sink, dead_lettered=moved)
 
     @property
     def store_kind(self) -> str:
         return self.settings.store.url.split(":", 1)[0]
 
-    async def stop(self) -> None:
+    async def stop(self, grace_seconds: float | None = None) -> None:
+        """Stop within ``grace_seconds`` (default ``serve.shutdown_grace_seconds``):
+        sends still running then are abandoned, never recorded half-done."""
+        grace = (
+            self.settings.serve.shutdown_grace_seconds if grace_seconds is None else grace_seconds
+        )
         await self._stop_reconciler()
         if self._upkeep is not None:
             self._upkeep.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._upkeep
-        await asyncio.gather(*(d.stop() for d in self.dispatchers.values()))
+        # Sinks get most of the grace; the store's close needs a moment after them.
+        await asyncio.gather(*(d.stop(grace * 0.8) for d in self.dispatchers.values()))
         await self.store.close()
         log.info("service_stopped")
 
@@ -161,6 +168,11 @@ class Service:
             d = self.dispatchers.get(name)
             if d is not None:
                 d.notify()
+
+    def notify_requeued(self, sink: str | None) -> None:
+        for name, d in self.dispatchers.items():
+            if sink in (None, name):
+                d.notify_requeued()
 
     async def refresh_metrics(self) -> None:
         stats = await self.store.stats()
@@ -173,19 +185,32 @@ class Service:
         for n in names:
             oldest = stats.sinks[n].oldest_pending_received_at if n in stats.sinks else None
             snap.oldest_age[n] = max(0.0, now - oldest) if oldest is not None else 0.0
+        snap.attempts = {n: stats.sinks[n].attempts if n in stats.sinks else 0 for n in names}
         snap.spool_bytes, snap.spool_events = stats.spool_bytes, stats.spool_events
+        snap.dead_bytes, snap.dead_events = stats.dead_bytes, stats.dead_events
+        cfg = self.settings.store
+        snap.limits = {
+            "spool_bytes": cfg.max_spool_bytes,
+            "spool_events": cfg.max_spool_events,
+            "dead_letter_bytes": cfg.max_dead_letter_bytes,
+        }
 
-    async def _upkeep_loop(self) -> None:
-        interval = self.settings.store.prune_interval_seconds
+    async def _upkeep_loop(self, release_every: float = 1.0) -> None:
+        """Release bodies below the slowest cursor every second; prune on its interval."""
+        prune_every = self.settings.store.prune_interval_seconds
+        next_prune = 0.0
         while True:
             try:
-                pruned = await self.store.prune(now=self.clock())
-                self.metrics.last_prune.set(self.clock())
-                if pruned:
-                    log.info("dedup_pruned", events=pruned)
+                await self.store.release()
+                if time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + prune_every
+                    pruned = await self.store.prune(now=self.clock())
+                    self.metrics.last_prune.set(self.clock())
+                    if pruned:
+                        log.info("dedup_pruned", events=pruned)
             except Exception as exc:
-                log.error("prune_failed", error=f"{type(exc).__name__}: {exc}")
-            await asyncio.sleep(interval)
+                log.error("upkeep_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            await asyncio.sleep(release_every)
 
     # -- upstream replay (receiver/reconcile.py) ------------------------------------------
 

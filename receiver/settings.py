@@ -39,6 +39,7 @@ __all__ = [
     "AdminSettings",
     "IngressSettings",
     "LogSettings",
+    "ServeSettings",
     "Settings",
     "StoreSettings",
     "UpstreamSettings",
@@ -124,13 +125,45 @@ class StoreSettings(_Section):
         default=300, gt=0, description="How often expired dedup ids are pruned."
     )
     lease_seconds: float = Field(
-        default=300,
+        default=30,
         ge=1,
-        le=86400,
+        le=3600,
         description=(
-            "How long a dispatcher holds claimed outbox rows. Must exceed the slowest send;"
-            " with several dispatch replicas, a crashed replica's rows go to another after it."
+            "How long a dispatcher's hold on a sink's cursor lasts without renewal; it is"
+            " renewed every third of this while the dispatcher works, so a send may take"
+            " longer. With several dispatch replicas, a crashed replica's sinks go to"
+            " another once its lease runs out."
         ),
+    )
+    max_queue_events: int = Field(
+        default=10_000,
+        ge=1,
+        description="Ingest requests waiting for (or inside) a commit at most; more get 503.",
+    )
+    max_queue_bytes: int = Field(
+        default=32 * 1024**2,
+        ge=1024**2,
+        description="Body bytes waiting for (or inside) a commit at most; more get 503.",
+    )
+    ingest_deadline_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="A request not committed within this time is answered 503 at once.",
+    )
+    max_dead_letter_bytes: int = Field(
+        default=1024**3,
+        ge=1024,
+        description=(
+            "Body bytes dead letters may hold (apart from the spool quota). When a new dead"
+            " letter would not fit, its sink holds (reported down) until dead letters are"
+            " retried or purged; nothing is dropped."
+        ),
+    )
+    min_free_bytes: int = Field(
+        default=64 * 1024**2,
+        ge=0,
+        description="SQLite: /readyz says not ready when the spool's disk has less free space.",
     )
     password: Secret | None = Field(
         default=None,
@@ -146,6 +179,19 @@ class StoreSettings(_Section):
         if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise ValueError("must start with sqlite:///, postgresql:// or postgres://")
         return value
+
+
+class ServeSettings(_Section):
+    shutdown_grace_seconds: float = Field(
+        default=20.0,
+        gt=0,
+        le=600,
+        description=(
+            "After SIGTERM: time for in-flight webhooks and sends to finish. Sends still"
+            " running then are abandoned without recording anything (sent again after the"
+            " restart) and the process exits 0. Keep it below the orchestrator's kill timeout."
+        ),
+    )
 
 
 class AdminSettings(_Section):
@@ -222,6 +268,7 @@ class Settings(BaseSettings):
     ingress: IngressSettings = Field(description="The webhook listener.")
     store: StoreSettings = Field(default_factory=StoreSettings, description="The spool.")
     admin: AdminSettings = Field(default_factory=AdminSettings, description="Admin listener.")
+    serve: ServeSettings = Field(default_factory=ServeSettings, description="The serve process.")
     log: LogSettings = Field(default_factory=LogSettings, description="Logging.")
     upstream: UpstreamSettings | None = Field(default=None, description="Upstream replay.")
     sinks: list[SinkConfig] = Field(min_length=1, description="Where events are exported.")

@@ -52,8 +52,8 @@ async def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
             for r in rows:
                 when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r.dead_at))
                 print(
-                    f"{r.outbox_id:>8}  {r.sink:<16} {r.event_type:<28} {r.event_id:<40} "
-                    f"attempts={r.attempts} dead_at={when}  {r.error}"
+                    f"{r.id:>8}  {r.sink:<16} {r.event_type:<28} {r.event_id:<40} "
+                    f"attempts={r.attempts} dead_at={when} state={r.state}  {r.error}"
                 )
             return 0
         if not args.all and not args.id:

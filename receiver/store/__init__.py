@@ -1,18 +1,24 @@
-"""The durable spool: dedup, outbox and dead letters, behind one protocol."""
+"""The durable spool: the event log, sink cursors and dead letters, behind one protocol."""
 
 from __future__ import annotations
 
 from receiver.errors import StoreError
 from receiver.settings import StoreSettings
+from receiver.store._commit import Admission
 from receiver.store.base import (
-    Claimed,
+    DeadEvent,
     DeadLetter,
     IngestOutcome,
     IngestResult,
+    Lease,
+    LogBatch,
     NewEvent,
-    PendingSummary,
+    Position,
+    Progress,
     ReplayRecord,
-    RetryUpdate,
+    Requeued,
+    RequeueSettlement,
+    Route,
     SchemaVersion,
     SinkStats,
     Store,
@@ -21,14 +27,19 @@ from receiver.store.base import (
 from receiver.store.sqlite import SQLiteStore, sqlite_path
 
 __all__ = [
-    "Claimed",
+    "DeadEvent",
     "DeadLetter",
     "IngestOutcome",
     "IngestResult",
+    "Lease",
+    "LogBatch",
     "NewEvent",
-    "PendingSummary",
+    "Position",
+    "Progress",
     "ReplayRecord",
-    "RetryUpdate",
+    "RequeueSettlement",
+    "Requeued",
+    "Route",
     "SQLiteStore",
     "SchemaVersion",
     "SinkStats",
@@ -48,12 +59,20 @@ def create_store(settings: StoreSettings, *, exclusive: bool = False) -> Store:
     Raises:
         StoreError: the backend's driver is not installed.
     """
+    admission = Admission(
+        max_events=settings.max_queue_events,
+        max_bytes=settings.max_queue_bytes,
+        deadline_seconds=settings.ingest_deadline_seconds,
+    )
     if settings.url.startswith("sqlite:///"):
         return SQLiteStore(
             sqlite_path(settings.url),
             dedup_window_seconds=settings.dedup_window_seconds,
             max_spool_bytes=settings.max_spool_bytes,
             max_spool_events=settings.max_spool_events,
+            max_dead_letter_bytes=settings.max_dead_letter_bytes,
+            min_free_bytes=settings.min_free_bytes,
+            admission=admission,
             exclusive=exclusive,
         )
     try:
@@ -70,5 +89,7 @@ def create_store(settings: StoreSettings, *, exclusive: bool = False) -> Store:
         dedup_window_seconds=settings.dedup_window_seconds,
         max_spool_bytes=settings.max_spool_bytes,
         max_spool_events=settings.max_spool_events,
+        max_dead_letter_bytes=settings.max_dead_letter_bytes,
+        admission=admission,
         pool_max_size=settings.pool_max_size,
     )

@@ -1,4 +1,4 @@
-"""Group commit bookkeeping for the PostgreSQL store, without I/O.
+"""Group commit bookkeeping for both stores, without I/O.
 
 ``plan`` decides, before anything is written, which events of a group are candidates
 to store and which are over the quota; ``answers`` turns what the database then
@@ -7,30 +7,14 @@ said back into one ``IngestResult`` per ingest call, in call order.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from receiver.store.base import IngestOutcome, IngestResult, NewEvent
 
-__all__ = ["GROUP_MAX", "GROUP_MAX_BYTES", "Plan", "Waiting", "answers", "plan", "take_group"]
-
-GROUP_MAX = 2000  # events per group commit; bounds one transaction's latency
-GROUP_MAX_BYTES = 32 * 1024**2  # body bytes per group: one bytea[] parameter holds them all
+__all__ = ["Plan", "answers", "key", "plan"]
 
 Key = tuple[str, str]
-Waiting = tuple[NewEvent, "asyncio.Future[IngestResult]"]  # an ingest call awaiting its group
-
-
-def take_group(queue: list[Waiting]) -> tuple[list[Waiting], list[Waiting]]:
-    """The next group (at least one event) and the rest of the queue."""
-    size = n = 0
-    while n < min(len(queue), GROUP_MAX):
-        size += len(queue[n][0].body)
-        if n and size > GROUP_MAX_BYTES:
-            break
-        n += 1
-    return queue[:n], queue[n:]
 
 
 def key(event: NewEvent) -> Key:

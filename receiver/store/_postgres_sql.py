@@ -1,6 +1,13 @@
 """The PostgreSQL store's SQL: the schema as numbered migrations (see ``_migrations``)
 and the statements that carry its concurrency rules (see ``postgres``).
 
+Log order is ``(xid, seq)``: ``xid`` is the id of the transaction that wrote the row
+(``pg_current_xact_id()``), ``seq`` its identity value. Identity values become
+visible out of order when replicas commit concurrently (a later ``seq`` can commit
+first), so a reader takes only rows whose transaction ended before every transaction
+still running began (``xid`` below the snapshot's ``xmin``): every row that can still
+appear then has a larger ``xid``, so it lands after anything a cursor has passed.
+
 Tables are unqualified: they live in the first schema of the connection's
 ``search_path`` (pick one with ``?options=-csearch_path%3Dname`` in the URL).
 """
@@ -10,13 +17,19 @@ from __future__ import annotations
 from receiver.store._migrations import Migration
 
 __all__ = [
-    "CLAIM",
     "COUNTER_SLOTS",
     "EVENT_COLS",
+    "HORIZON",
     "MIGRATIONS",
     "MIGRATION_TABLE",
     "STORE_GROUP",
+    "XMIN",
 ]
+
+# The writing transaction's id, and the oldest id of a transaction still running,
+# as bigint (xid8 has few operators and no driver type; bigint holds every real value).
+XID_NOW = "pg_current_xact_id()::text::bigint"
+XMIN = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
 
 # The spool counters are spread over this many rows so that concurrent transactions
 # (several replicas, the group commit and the dispatchers) rarely wait on one row lock;
@@ -80,8 +93,84 @@ CREATE TABLE spool_counters (
 INSERT INTO spool_counters (slot) SELECT generate_series(0, {COUNTER_SLOTS - 1});
 """
 
+_V2 = f"""
+-- Rows of earlier releases sort first (xid 0); new rows carry their transaction's id.
+ALTER TABLE events ADD COLUMN xid bigint NOT NULL DEFAULT 0;
+ALTER TABLE events ALTER COLUMN xid SET DEFAULT ({XID_NOW});
+CREATE INDEX events_log ON events (xid, seq);
+
+CREATE TABLE cursors (
+    sink            text PRIMARY KEY,
+    xid             bigint NOT NULL,       -- the last log position this sink finished
+    seq             bigint NOT NULL,
+    routes          text NOT NULL DEFAULT '["*"]',
+    owner           text,                  -- lease: owner token, fencing number, expiry
+    fence           bigint NOT NULL DEFAULT 0,
+    lease_until     timestamptz NOT NULL DEFAULT '-infinity',
+    attempts        integer NOT NULL DEFAULT 0,  -- the head event's charged failures
+    next_attempt_at double precision NOT NULL DEFAULT 0,
+    last_error      text
+);
+CREATE TABLE cursor_done (
+    sink text NOT NULL,
+    xid  bigint NOT NULL,
+    seq  bigint NOT NULL,
+    PRIMARY KEY (sink, seq)
+);
+CREATE TABLE dead_letters (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    sink            text NOT NULL,
+    seq             bigint NOT NULL,
+    size            integer NOT NULL,
+    state           text NOT NULL DEFAULT 'dead' CHECK (state IN ('dead', 'requeued')),
+    attempts        integer NOT NULL DEFAULT 0,
+    dead_at         double precision NOT NULL,
+    error           text NOT NULL,
+    requeued_at     double precision,
+    next_attempt_at double precision NOT NULL DEFAULT 0,
+    UNIQUE (sink, seq)
+);
+CREATE INDEX dead_letters_seq ON dead_letters (seq);
+CREATE INDEX dead_letters_due ON dead_letters (sink, next_attempt_at) WHERE state = 'requeued';
+CREATE TABLE meta (
+    key   text PRIMARY KEY,
+    xid   bigint NOT NULL DEFAULT 0,
+    seq   bigint NOT NULL DEFAULT 0,
+    value bytea
+);
+
+INSERT INTO cursors (sink, xid, seq)
+SELECT sink, 0, coalesce(min(event_seq) FILTER (WHERE state = 'pending') - 1, max(event_seq))
+FROM outbox GROUP BY sink;
+INSERT INTO cursor_done (sink, xid, seq)
+SELECT o.sink, 0, o.event_seq FROM outbox o JOIN cursors c ON c.sink = o.sink
+WHERE o.event_seq > c.seq AND o.state <> 'pending';
+-- Routes are now applied when an event is dispatched: events above a cursor that were
+-- not routed to its sink when they arrived are marked done, so none goes out now.
+INSERT INTO cursor_done (sink, xid, seq)
+SELECT c.sink, 0, e.seq FROM cursors c JOIN events e ON e.seq > c.seq
+WHERE e.body IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.sink = c.sink AND o.event_seq = e.seq)
+ON CONFLICT DO NOTHING;
+INSERT INTO dead_letters (sink, seq, size, attempts, dead_at, error)
+SELECT o.sink, o.event_seq, e.size, o.attempts, coalesce(o.dead_at, 0),
+       coalesce(o.last_error, '')
+FROM outbox o JOIN events e ON e.seq = o.event_seq WHERE o.state = 'dead';
+INSERT INTO meta (key, xid, seq)
+SELECT 'released_upto', 0, coalesce((SELECT min(seq) FROM cursors),
+                                    (SELECT max(seq) FROM events), 0);
+-- The spool is now what some cursor has not passed.
+UPDATE spool_counters SET bytes = 0, events = 0;
+UPDATE spool_counters SET bytes = t.b, events = t.n
+FROM (SELECT coalesce(sum(size), 0) AS b, count(*) AS n FROM events
+      WHERE body IS NOT NULL AND seq > (SELECT seq FROM meta WHERE key = 'released_upto')) t
+WHERE slot = 0;
+DROP TABLE outbox;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "baseline: events, outbox, replays, spool counters", _BASELINE),
+    Migration(2, "event log with per-sink cursors, done sets and dead letters", _V2),
 )
 
 EVENT_COLS = (
@@ -89,11 +178,18 @@ EVENT_COLS = (
     "e.received_at, e.source, e.delivery_id, e.body, e.signature, e.ts_header"
 )
 
+# The newest position no transaction still running can get under: rows up to it are
+# final (see the module docstring).
+HORIZON = f"""
+SELECT xid, seq FROM events WHERE xid < {XMIN}
+ORDER BY xid DESC, seq DESC LIMIT 1
+"""
+
 # One statement (so one implicit transaction, one commit, one round trip) stores a
-# group: the events, their outbox rows and the spool counters. The events go in
-# (source, event id) order; the counter row is locked only after every event insert
-# (its subquery reads the finished "ins"), so replicas take locks in the same order:
-# event keys, then a counter row.
+# group: the events and the spool counters. The events go in (source, event id)
+# order; the counter row is locked only after every event insert (its subquery reads
+# the finished "ins"), so replicas take locks in the same order: event keys, then a
+# counter row.
 STORE_GROUP = """
 WITH ins AS (
     INSERT INTO events (source, event_id, id_origin, event_type, category, occurred_at,
@@ -107,12 +203,6 @@ WITH ins AS (
     ORDER BY u.n
     ON CONFLICT (source, event_id) DO NOTHING
     RETURNING seq, source, event_id, size, body IS NOT NULL AS routed
-), routes AS (
-    INSERT INTO outbox (event_seq, sink)
-    SELECT ins.seq, r.sink
-    FROM ins JOIN unnest(%s::text[], %s::text[], %s::text[]) WITH ORDINALITY
-                  AS r(source, event_id, sink, n) USING (source, event_id)
-    ORDER BY ins.seq, r.n
 ), counted AS (
     UPDATE spool_counters c SET bytes = c.bytes + t.add_bytes, events = c.events + t.add_events
     FROM (SELECT coalesce(sum(size), 0) AS add_bytes, count(*) AS add_events
@@ -121,27 +211,6 @@ WITH ins AS (
 )
 SELECT seq, source, event_id FROM ins
 """  # %b: the bodies go as a binary bytea[], not as hex text twice their size
-
-# One statement: pick the oldest due rows nobody is claiming, cut the batch at
-# max_bytes (the first row always goes), lease what was taken, return it with events.
-CLAIM = f"""
-WITH candidates AS (
-    SELECT o.id, e.size FROM outbox o JOIN events e ON e.seq = o.event_seq
-    WHERE o.sink = %(sink)s AND o.state = 'pending'
-      AND o.next_attempt_at <= %(now)s AND o.lease_until <= %(now)s
-    ORDER BY o.id LIMIT %(limit)s
-    FOR UPDATE OF o SKIP LOCKED
-), sized AS (
-    SELECT id, row_number() OVER w AS n, sum(size) OVER w AS running
-    FROM candidates WINDOW w AS (ORDER BY id)
-), leased AS (
-    UPDATE outbox o SET lease_until = %(until)s FROM sized
-    WHERE o.id = sized.id AND (sized.n = 1 OR sized.running <= %(max_bytes)s)
-    RETURNING o.id, o.attempts, o.event_seq, o.dead_at
-)
-SELECT l.id, l.attempts, {EVENT_COLS}, l.dead_at FROM leased l JOIN events e ON e.seq = l.event_seq
-ORDER BY l.id
-"""
 
 MIGRATION_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -1,40 +1,55 @@
 """What every store backend provides, and the values it trades in.
 
-Semantics (the same for every backend):
+The store is an append-only **event log** plus one **cursor per sink** (see README,
+"Architecture"). Semantics, the same for every backend:
 
-- ``ingest`` stores an event and one outbox row per routed sink in one transaction,
-  made durable before it returns; concurrent calls share commits.
+- ``ingest`` appends one row per new event, made durable before it returns;
+  concurrent calls share commits (group commit), and the queue of calls waiting for
+  a commit is bounded by count, bytes and time (``OverloadedError`` past any of them).
 - dedup is by (source, event id) and lasts ``dedup_window_seconds`` from receipt; an
-  event with an outbox row still pending or dead is kept (and deduplicated) for as long
-  as that lasts, and pruned once fully delivered and older than the window.
-- outbox rows go pending -> delivered | dead. A claim leases rows so no other
-  dispatcher takes them until the lease ends.
-- the spool (bytes and events not yet delivered everywhere) has a quota; over it,
-  ``ingest`` answers ``QUOTA`` and stores nothing.
+  event some cursor has not passed, or that is dead-lettered, is kept (and
+  deduplicated) for as long as that lasts.
+- every log row has a **position** ``(xid, seq)``: SQLite commits one transaction at a
+  time, so its positions are ``(0, seq)`` in commit order; PostgreSQL orders by the
+  writing transaction's id first, and a reader only sees rows whose transaction ended
+  before every transaction still running began (see ``postgres``), so a cursor never
+  passes a row that has yet to commit.
+- a sink's cursor is the position it has finished. Its dispatcher holds a **lease**
+  on it (owner token + fencing number, renewed while it works); every cursor write
+  names the lease and is refused (``LeaseLostError``) when it is no longer current.
+- events above a cursor that its sink already took (delivered, or dead-lettered while
+  an older event is retried) are recorded in the cursor's *done set*, so they are not
+  sent again; the set only ever holds the few events of one batch.
+- a dead letter keeps its event (body included) until it is purged or delivered after
+  a re-queue. Dead-letter bytes have their own limit (``DeadLetterBudgetError``).
+- the spool (events some cursor has not passed) has a quota; over it ``ingest``
+  answers ``QUOTA`` and stores nothing.
 - ``open`` creates or migrates the schema (versioned, see ``_migrations``).
-- a ``shared`` store is used by several processes at once (PostgreSQL): leases are
-  how dispatchers split the work, so nobody may release another's leases. A store
-  that is not shared (SQLite) is owned by one ``serve`` process.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sinks import Event
 
 __all__ = [
-    "Claimed",
+    "DeadEvent",
     "DeadLetter",
     "IngestOutcome",
     "IngestResult",
+    "Lease",
+    "LogBatch",
     "NewEvent",
-    "PendingSummary",
+    "Position",
+    "Progress",
     "ReplayRecord",
-    "RetryUpdate",
+    "RequeueSettlement",
+    "Requeued",
+    "Route",
     "SchemaVersion",
     "SinkStats",
     "Store",
@@ -42,10 +57,17 @@ __all__ = [
     "event_from_row",
 ]
 
+Position = tuple[int, int]
+"""A place in the log: (writing transaction id, seq); SQLite's xid is always 0."""
+
 
 @dataclass(frozen=True, slots=True)
 class NewEvent:
-    """An event verified and parsed at ingress, not yet stored."""
+    """An event verified and parsed at ingress, not yet stored.
+
+    ``sinks``: the sinks its type routes to now; an event routed nowhere keeps only
+    its id (for dedup), never a body.
+    """
 
     source: str
     event_id: str
@@ -94,38 +116,92 @@ class IngestResult:
 
 
 @dataclass(frozen=True, slots=True)
-class Claimed:
-    """One leased outbox row with its event.
+class Route:
+    """A sink and the event-type globs routed to it (``SinkConfig.events``)."""
 
-    ``requeued_at``: when an operator last re-queued this row from the dead letters
-    (``None`` if never); the dispatcher's ``max_age_seconds`` counts from it, so a
-    re-queued old event gets a fresh chance instead of expiring again at once.
+    sink: str
+    patterns: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A dispatcher's hold on one sink's cursor, and the cursor as it was read.
+
+    ``attempts`` / ``next_attempt_at`` / ``last_error`` describe the head of the
+    sink's queue (the first event after ``position``): charged failures so far and
+    when it may be tried again.
     """
 
-    outbox_id: int
+    sink: str
+    owner: str
+    fence: int
+    position: Position
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LogBatch:
+    """Events after a cursor, in log order, and how far the read looked.
+
+    ``scanned_to``: every log row up to this position that the sink's routes take is
+    in ``events`` (or in its done set); the cursor may move here once they are handled.
+    ``more``: the read stopped before the end of the log (the batch is full).
+    """
+
+    events: tuple[Event, ...]
+    positions: tuple[Position, ...]
+    scanned_to: Position
+    more: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DeadEvent:
+    seq: int
+    position: Position
     attempts: int
-    event: Event
-    requeued_at: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RetryUpdate:
-    outbox_id: int
-    next_attempt_at: float
     error: str
-    charge: bool = True  # False: the sink was unavailable; the attempt is not counted
 
 
 @dataclass(frozen=True, slots=True)
-class PendingSummary:
-    due: int  # counted up to the caller's limit
-    oldest_received_at: float | None
-    next_due_at: float | None
+class Progress:
+    """One cursor write: where it moves and what else the outcome decided.
+
+    ``done``: positions above the new cursor the sink has already taken (delivered,
+    or in ``dead``); ``dead``: new dead letters (anywhere in the batch).
+    """
+
+    position: Position
+    done: tuple[Position, ...] = ()
+    dead: tuple[DeadEvent, ...] = ()
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Requeued:
+    """A dead letter an operator re-queued, due for another attempt."""
+
+    dead_letter_id: int
+    attempts: int
+    requeued_at: float
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class RequeueSettlement:
+    """What one send of re-queued dead letters decided, by dead-letter id."""
+
+    delivered: tuple[int, ...] = ()
+    retry: tuple[tuple[int, float, str, bool], ...] = ()  # id, next attempt at, error, charge
+    dead: tuple[tuple[int, str], ...] = ()  # id, error: back to the dead letters
 
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    outbox_id: int
+    id: int
     sink: str
     event_id: str
     event_type: str
@@ -133,13 +209,15 @@ class DeadLetter:
     attempts: int
     dead_at: float
     error: str
+    state: str = "dead"  # dead | requeued
 
 
 @dataclass(frozen=True, slots=True)
 class SinkStats:
-    pending: int = 0
+    pending: int = 0  # log events after the cursor (all types; bounded count)
     dead: int = 0
     oldest_pending_received_at: float | None = None
+    attempts: int = 0  # charged failures of the event at the head
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +238,8 @@ class StoreStats:
     events_held: int
     sinks: dict[str, SinkStats]
     ingest_commits: int = 0  # ingest transactions committed by this process since open
+    dead_bytes: int = 0
+    dead_events: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,10 +251,10 @@ class SchemaVersion:
 
 
 class Store(Protocol):
-    """A durable spool: dedup, outbox and dead letters."""
+    """A durable spool: the event log, sink cursors, dead letters, the replay ledger."""
 
     shared: bool
-    """Several processes may use the store at once (leases split the work)."""
+    """Several processes may use the store at once (PostgreSQL)."""
 
     migrated: SchemaVersion | None
     """Set by ``open``: the schema version found and the one now in place."""
@@ -188,33 +268,68 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
-    async def ingest(self, event: NewEvent) -> IngestResult:
+    async def ingest(
+        self, event: NewEvent, *, alive: Callable[[], bool] | None = None
+    ) -> IngestResult:
         """Store durably, or say why not.
 
+        Args:
+            alive: false once the client went away; a request still queued then is
+                dropped instead of committed (its sender retries).
+
         Raises:
+            OverloadedError: the queue is full or the deadline passed (answer 503 now).
+            EventRefusedError: the database cannot hold this event.
             StoreError: the store cannot write now.
         """
 
-    async def claim(
-        self, sink: str, *, limit: int, max_bytes: int, now: float, lease_seconds: float
-    ) -> list[Claimed]: ...
+    # -- cursors ---------------------------------------------------------------------
 
-    async def pending_summary(self, sink: str, *, now: float, limit: int) -> PendingSummary:
-        """Due rows (counted up to ``limit``), the oldest due row's receipt time, and
-        when nothing is due, when the next pending row becomes due."""
+    async def ensure_cursors(self, routes: Sequence[Route]) -> None:
+        """Create a cursor at the end of the log for each sink that has none; record
+        each sink's routes (used when a removed sink is retired)."""
 
-    async def mark_delivered(self, outbox_ids: Sequence[int]) -> None: ...
+    async def acquire(self, sink: str, owner: str, *, lease_seconds: float) -> Lease | None:
+        """Take (or take back) the lease on ``sink``'s cursor; None while another owner
+        holds a lease that has not expired."""
 
-    async def mark_retry(self, updates: Sequence[RetryUpdate]) -> None: ...
+    async def renew(self, lease: Lease, *, lease_seconds: float) -> bool:
+        """Extend the lease; False when it is no longer ours (nothing may be written)."""
 
-    async def mark_dead(self, failures: Sequence[tuple[int, str]], *, now: float) -> None: ...
+    async def release_lease(self, lease: Lease) -> None:
+        """Give the lease up (clean shutdown), so a standby takes over at once."""
 
-    async def release_leases(self) -> None:
-        """Forget every lease (start-up of a store that is not ``shared``, after a crash)."""
+    async def read(self, lease: Lease, route: Route, *, limit: int, max_bytes: int) -> LogBatch:
+        """Routed events after the cursor, skipping its done set, in log order; cut at
+        ``limit`` events or ``max_bytes`` of bodies (the first event always comes)."""
 
-    async def dead_letter_pending(self, sink: str, reason: str, *, now: float) -> int:
-        """Move every pending row of ``sink`` to the dead letters (a sink no longer
-        configured); return how many. They stay listable, re-queueable and purgeable."""
+    async def advance(self, lease: Lease, progress: Progress) -> Lease:
+        """Write an outcome in one transaction: cursor, head state, done set, dead letters.
+
+        Raises:
+            LeaseLostError: the lease is not current; nothing was written.
+            DeadLetterBudgetError: the new dead letters do not fit; nothing was written.
+        """
+
+    async def requeued(
+        self, sink: str, *, now: float, limit: int, max_bytes: int
+    ) -> list[Requeued]: ...
+
+    async def settle_requeued(self, lease: Lease, settlement: RequeueSettlement) -> None:
+        """Record the outcome of a send of re-queued dead letters.
+
+        Raises:
+            LeaseLostError: the lease is not current; nothing was written.
+        """
+
+    async def retire_sink(self, sink: str, reason: str, *, now: float) -> int:
+        """A sink no longer configured: dead-letter the events its routes still had
+        to deliver, drop its cursor; return how many events were dead-lettered."""
+
+    async def cursor_sinks(self) -> list[str]:
+        """Every sink that has a cursor."""
+
+    # -- dead letters ----------------------------------------------------------------
 
     async def dead_letters(
         self, *, sink: str | None = None, limit: int = 100, after_id: int = 0
@@ -227,6 +342,8 @@ class Store(Protocol):
     async def purge_dead(
         self, *, sink: str | None = None, ids: Sequence[int] | None = None
     ) -> int: ...
+
+    # -- queries and upkeep ----------------------------------------------------------
 
     async def has_event(self, source: str, event_id: str) -> bool: ...
 
@@ -241,7 +358,13 @@ class Store(Protocol):
 
     async def stats(self) -> StoreStats: ...
 
-    async def prune(self, *, now: float) -> int:
-        """Forget fully delivered events older than the dedup window; return how many."""
+    async def release(self) -> int:
+        """Release bodies below the slowest cursor (not dead-lettered), in small
+        batches; return how many events left the spool."""
 
-    async def writable(self) -> bool: ...
+    async def prune(self, *, now: float) -> int:
+        """Forget released events older than the dedup window, in small batches that
+        never hold up ingest; return how many."""
+
+    async def writable(self) -> bool:
+        """A real small durable write (and, for a local file, enough free disk)."""

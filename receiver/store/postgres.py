@@ -2,98 +2,86 @@
 
 Any number of receiver processes (ingress and dispatch replicas) use one database.
 
-- *ingest*: requests that arrive while a commit is in flight are queued and written
-  together (group commit) in one statement, so one transaction: dedup insert, outbox
-  rows and the spool counters. Two writer tasks per process let the next group
-  commit while one is in flight. The answer goes out only after the commit
-  returned, with ``synchronous_commit`` at least ``on`` (WAL flushed). A group is
-  inserted in (source, event id) order, so two replicas writing the same events
-  lock them in the same order and cannot deadlock.
-- *dispatch*: a claim is one ``FOR UPDATE SKIP LOCKED`` statement that also sets
-  ``lease_until``; other replicas skip rows being claimed and ignore leased rows, so
-  a row goes to one dispatcher at a time, and a crashed replica's rows are claimed
-  again once their lease has passed. Claims and delivery marks commit with
-  ``synchronous_commit = off``: a mark lost in a database crash means one more send
-  (at-least-once allows it), never a lost event.
-- *body release*: a delivery mark locks the event rows first (``FOR UPDATE``, in seq
-  order), so two sinks' dispatchers finishing one event at the same moment cannot
-  both miss that the other is done and leave the body held forever.
-- *quota*: undelivered bytes / events are kept in ``spool_counters``, updated in
-  the same transactions that change them and spread over a few rows to avoid one
-  hot row lock; every replica checks the quota against the same committed sums (a
-  16-row read). Replicas committing at the same instant can together overshoot the
-  quota by at most one group each.
-- *clocks*: leases and backoff times come from each replica's clock; keep replicas
-  NTP-synchronised and ``lease_seconds`` well above clock skew plus the slowest send.
+- *ingest*: the shared group-commit engine (``_commit``) queues requests; each group is
+  one statement, so one transaction: the event rows and the spool counters. Two
+  writer tasks per process let the next group commit while one is in flight. The
+  answer goes out only after the commit returned, with ``synchronous_commit`` at
+  least ``on`` (WAL flushed). A group is inserted in (source, event id) order, so two
+  replicas writing the same events lock them in the same order and cannot deadlock.
+  A group the database refuses for its data (a character the database encoding
+  cannot hold) is split in halves and retried, so only the offending event fails.
+- *log order* is ``(xid, seq)`` and readers see only rows below the snapshot's
+  ``xmin`` (see ``_postgres_sql``): a cursor never passes a row that may still commit.
+- *dispatch*: one dispatcher at a time holds a sink's cursor lease (owner token and
+  fencing number, timed by the database's clock); every cursor write checks them in
+  the same transaction. Cursor writes commit with ``synchronous_commit = off``: one
+  lost in a database crash means the events are sent again, never lost.
+- *upkeep*: body release and pruning work in small batches; one replica at a time
+  releases (an advisory lock), any may prune (``SKIP LOCKED``).
+- *quota*: bytes / events some cursor has not passed are kept in ``spool_counters``,
+  updated in the same transactions that change them and spread over a few rows to
+  avoid one hot row lock. Replicas committing at the same instant can together
+  overshoot the quota by at most one group each.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
-from receiver.errors import StoreError
+from receiver.errors import EventRefusedError, StoreError
 from receiver.store import _group
+from receiver.store import _postgres_cursors as ops
+from receiver.store._commit import Admission, GroupCommitter
 from receiver.store._migrations import pending
 from receiver.store._postgres_sql import (
-    CLAIM,
     COUNTER_SLOTS,
     MIGRATION_TABLE,
     MIGRATIONS,
     STORE_GROUP,
 )
+from receiver.store._postgres_upkeep import Upkeep
 from receiver.store.base import (
-    Claimed,
     DeadLetter,
     IngestResult,
+    Lease,
+    LogBatch,
     NewEvent,
-    PendingSummary,
+    Progress,
     ReplayRecord,
-    RetryUpdate,
+    Requeued,
+    RequeueSettlement,
+    Route,
     SchemaVersion,
-    SinkStats,
     StoreStats,
-    event_from_row,
 )
 
 __all__ = ["PostgresStore"]
 
 Conn = psycopg.AsyncConnection[TupleRow]
+T = TypeVar("T")
 
 _WRITERS = 2  # groups committing at once per process
 _CONNECT_TIMEOUT = 10.0  # seconds to get a connection before answering "unavailable"
-_PRUNE_BATCH = 5000
-_PRUNE_ROUNDS = 200  # at most 1M events per prune call; the next call continues
 
 
-def _describe(exc: psycopg.Error) -> str:
+def describe(exc: psycopg.Error) -> str:
     # The first line names the failure; later lines (DETAIL) may quote row values.
     first = (str(exc).strip().splitlines() or [""])[0]
     return f"postgresql: {type(exc).__name__}: {first}"[:300]
 
 
-def _where_dead(sink: str | None, ids: Sequence[int] | None) -> tuple[str, list[Any]]:
-    clause, args = "state = 'dead'", list[Any]()
-    if sink is not None:
-        clause += " AND sink = %s"
-        args.append(sink)
-    if ids is not None:
-        clause += " AND id = ANY(%s)"
-        args.append(list(ids))
-    return clause, args
-
-
 class PostgresStore:
     """The multi-replica store. See the module docstring for its rules."""
 
-    shared: bool = True  # other replicas hold live leases: never release them all
+    shared: bool = True  # other replicas hold live leases
 
     def __init__(
         self,
@@ -103,27 +91,30 @@ class PostgresStore:
         dedup_window_seconds: float = 7 * 86400,
         max_spool_bytes: int = 1024**3,
         max_spool_events: int = 1_000_000,
+        max_dead_letter_bytes: int = 1024**3,
+        admission: Admission | None = None,
         pool_max_size: int = 10,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._url = url
         self._password = password
         self.dedup_window_seconds = dedup_window_seconds
         self.max_spool_bytes = max_spool_bytes
         self.max_spool_events = max_spool_events
+        self.max_dead_letter_bytes = max_dead_letter_bytes
+        self.clock = clock
         self._pool_max_size = pool_max_size
         self._pool: AsyncConnectionPool[Conn] | None = None
-        self._queue: list[_group.Waiting] = []
-        self._wakeup = asyncio.Event()
-        self._writers: list[asyncio.Task[None]] = []
+        self._committer = GroupCommitter(self._commit, writers=_WRITERS, admission=admission)
         self._force_sync = False
-        self._commits = 0
         self._rng = random.Random()
+        self.upkeep = Upkeep(self)
         self.migrated: SchemaVersion | None = None
 
     # -- plumbing -------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def _conn(self, timeout: float = _CONNECT_TIMEOUT) -> AsyncIterator[Conn]:
+    async def conn(self, timeout: float = _CONNECT_TIMEOUT) -> AsyncIterator[Conn]:
         """A pooled connection (autocommit); every psycopg error becomes a StoreError."""
         pool = self._pool
         if pool is None:
@@ -132,17 +123,27 @@ class PostgresStore:
             async with pool.connection(timeout=timeout) as conn:
                 yield conn
         except psycopg.Error as exc:
-            raise StoreError(_describe(exc)) from exc
+            raise StoreError(describe(exc)) from exc
 
     @contextlib.asynccontextmanager
-    async def _work(self) -> AsyncIterator[Conn]:
+    async def work(self) -> AsyncIterator[Conn]:
         """A transaction whose loss in a crash only means a re-send (see module doc)."""
-        async with self._conn() as conn, conn.transaction():
+        async with self.conn() as conn, conn.transaction():
             await conn.execute("SET LOCAL synchronous_commit = off")
             yield conn
 
+    async def _in_work(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        async with self.work() as conn:
+            return await fn(conn)
+
+    async def _in_conn(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        async with self.conn() as conn:
+            return await fn(conn)
+
     async def open(self) -> None:
-        kwargs: dict[str, Any] = {"autocommit": True}
+        # UTF-8 whatever the database's encoding: a character it cannot hold is then
+        # refused by the server for that event, not by the driver for the whole group.
+        kwargs: dict[str, Any] = {"autocommit": True, "client_encoding": "utf8"}
         if self._password is not None:
             kwargs["password"] = self._password
         pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
@@ -160,11 +161,11 @@ class PostgresStore:
             await pool.open(wait=True, timeout=_CONNECT_TIMEOUT)
         except psycopg.Error as exc:
             await pool.close()
-            raise StoreError(_describe(exc)) from exc
+            raise StoreError(describe(exc)) from exc
         self._pool = pool
         try:
             self.migrated = await self._migrate()
-            async with self._conn() as conn:
+            async with self.conn() as conn:
                 cur = await conn.execute("SHOW synchronous_commit")
                 row = await cur.fetchone()
             # "off" on the server would answer 2xx before the WAL flush: raise it for ingest.
@@ -172,15 +173,12 @@ class PostgresStore:
         except BaseException:
             await self.close()
             raise
-        self._writers = [
-            asyncio.create_task(self._write_loop(), name=f"postgres-group-commit-{n}")
-            for n in range(_WRITERS)
-        ]
+        self._committer.start()
 
     async def _migrate(self) -> SchemaVersion:
         # Transactional DDL: every missing migration and its record commit together.
         # Replicas starting together take turns on an advisory lock held until commit.
-        async with self._conn() as conn, conn.transaction():
+        async with self.conn() as conn, conn.transaction():
             await conn.execute("SET LOCAL statement_timeout = 0")
             await conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtext("
@@ -199,59 +197,42 @@ class PostgresStore:
         return SchemaVersion(before, len(MIGRATIONS))
 
     async def close(self) -> None:
-        for task in self._writers:
-            task.cancel()
-        for task in self._writers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._writers = []
-        for _, fut in self._queue:
-            if not fut.done():
-                fut.set_exception(StoreError("store closed"))
-        self._queue.clear()
+        await self._committer.close()
         if self._pool is not None:
-            await self._pool.close()
+            await self._pool.close(timeout=5.0)
             self._pool = None
 
     # -- ingest (group commit) --------------------------------------------------------
 
-    async def ingest(self, event: NewEvent) -> IngestResult:
-        if not self._writers or any(task.done() for task in self._writers):
-            raise StoreError("store is not open")
-        fut: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
-        self._queue.append((event, fut))
-        self._wakeup.set()
-        return await fut
+    async def ingest(
+        self, event: NewEvent, *, alive: Callable[[], bool] | None = None
+    ) -> IngestResult:
+        return await self._committer.submit(event, alive)
 
-    async def _write_loop(self) -> None:
-        # Each writer takes everything queued as one group. While one group commits,
-        # a second writer commits what arrived meanwhile: the server flushes
-        # concurrent commits together, so this halves the wait without losing batching.
-        while True:
-            while not self._queue:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-            batch, self._queue = _group.take_group(self._queue)
-            try:
-                results = await self._commit([item for item, _ in batch])
-            except asyncio.CancelledError:  # closing: nobody may wait for this group forever
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(StoreError("store closed during the commit"))
-                raise
-            except Exception as exc:  # the loop must outlive any one failed group
-                err = exc if isinstance(exc, StoreError) else StoreError(repr(exc)[:300])
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(err)
-                continue
-            for (_, fut), result in zip(batch, results, strict=True):
-                if not fut.done():
-                    fut.set_result(result)
+    @property
+    def commits(self) -> int:
+        return self._committer.commits
 
     async def _commit(self, items: Sequence[NewEvent]) -> list[IngestResult]:
-        async with self._conn() as conn, self._ingest_transaction(conn):
-            spool_bytes, spool_events = await self._spool_totals(conn)
+        try:
+            return await self._commit_group(items)
+        except (psycopg.DataError, UnicodeEncodeError) as exc:
+            # The data of some event of the group (the engine splits the group to find it).
+            reason = describe(exc) if isinstance(exc, psycopg.Error) else type(exc).__name__
+            raise EventRefusedError(reason) from exc
+        except psycopg.Error as exc:
+            raise StoreError(describe(exc)) from exc
+
+    async def _commit_group(self, items: Sequence[NewEvent]) -> list[IngestResult]:
+        pool = self._pool
+        if pool is None:
+            raise StoreError("store is not open")
+        # Not through conn(): a data error must reach _commit as itself.
+        async with (
+            pool.connection(timeout=_CONNECT_TIMEOUT) as conn,
+            self._ingest_transaction(conn),
+        ):
+            spool_bytes, spool_events = await self.spool_totals(conn)
             p = _group.plan(
                 items,
                 spool_bytes=spool_bytes,
@@ -261,7 +242,6 @@ class PostgresStore:
             )
             stored = await self._store_group(conn, [items[i] for i in p.take])
             held = await self._held(conn, [items[i] for i in p.over])
-        self._commits += 1
         return _group.answers(items, p, stored, held)
 
     @contextlib.asynccontextmanager
@@ -301,9 +281,7 @@ class PostgresStore:
             )
             for ev in events
         ]
-        routes = [(ev.source, ev.event_id, sink) for ev in events for sink in ev.sinks]
         params: list[Any] = [list(col) for col in zip(*rows, strict=True)]
-        params += [[r[0] for r in routes], [r[1] for r in routes], [r[2] for r in routes]]
         params.append(self._rng.randrange(COUNTER_SLOTS))
         cur = await conn.execute(STORE_GROUP, params)
         return {(r[1], r[2]): int(r[0]) for r in await cur.fetchall()}
@@ -319,7 +297,7 @@ class PostgresStore:
         )
         return {(r[0], r[1]) for r in await cur.fetchall()}
 
-    async def _count(self, conn: Conn, delta_bytes: int, delta_events: int) -> None:
+    async def count(self, conn: Conn, delta_bytes: int, delta_events: int) -> None:
         if delta_bytes or delta_events:
             await conn.execute(
                 "UPDATE spool_counters SET bytes = bytes + %s, events = events + %s"
@@ -328,7 +306,7 @@ class PostgresStore:
             )
 
     @staticmethod
-    async def _spool_totals(conn: Conn) -> tuple[int, int]:
+    async def spool_totals(conn: Conn) -> tuple[int, int]:
         cur = await conn.execute(
             "SELECT coalesce(sum(bytes), 0)::bigint, coalesce(sum(events), 0)::bigint"
             " FROM spool_counters"
@@ -336,185 +314,64 @@ class PostgresStore:
         row = await cur.fetchone()
         return (int(row[0]), int(row[1])) if row is not None else (0, 0)
 
-    # -- dispatch -------------------------------------------------------------------------
+    # -- cursors and dispatch ---------------------------------------------------------
 
-    async def claim(
-        self, sink: str, *, limit: int, max_bytes: int, now: float, lease_seconds: float
-    ) -> list[Claimed]:
-        params = {
-            "sink": sink,
-            "now": now,
-            "limit": limit,
-            "max_bytes": max_bytes,
-            "until": now + lease_seconds,
-        }
-        async with self._work() as conn:
-            # Binary results: bodies arrive as bytes instead of hex text twice their size.
-            cur = conn.cursor(binary=True)
-            await cur.execute(CLAIM, params)
-            rows = await cur.fetchall()
-        # dead_at on a pending row is the time it was re-queued.
-        return [Claimed(int(r[0]), int(r[1]), event_from_row(r[2:14]), r[14]) for r in rows]
+    async def ensure_cursors(self, routes: Sequence[Route]) -> None:
+        await self._in_work(lambda c: ops.ensure_cursors(c, routes))
 
-    async def pending_summary(self, sink: str, *, now: float, limit: int) -> PendingSummary:
-        """Due rows (counted up to ``limit``) and, when none is due, the next due time."""
-        async with self._conn() as conn:
-            cur = await conn.execute(
-                "SELECT count(*), min(received_at) FROM ("
-                " SELECT e.received_at FROM outbox o JOIN events e ON e.seq = o.event_seq"
-                " WHERE o.sink = %(sink)s AND o.state = 'pending'"
-                " AND o.next_attempt_at <= %(now)s AND o.lease_until <= %(now)s"
-                " ORDER BY o.id LIMIT %(cap)s) due",
-                {"sink": sink, "now": now, "cap": limit},
-            )
-            row = await cur.fetchone()
-            due, oldest = (int(row[0]), row[1]) if row is not None else (0, None)
-            next_due = None
-            if due == 0:
-                cur = await conn.execute(
-                    "SELECT min(greatest(next_attempt_at, lease_until)) FROM outbox"
-                    " WHERE sink = %s AND state = 'pending'",
-                    (sink,),
-                )
-                row = await cur.fetchone()
-                next_due = row[0] if row is not None else None
-        return PendingSummary(due, oldest, next_due)
+    async def acquire(self, sink: str, owner: str, *, lease_seconds: float) -> Lease | None:
+        return await self._in_work(lambda c: ops.acquire(c, sink, owner, lease_seconds))
 
-    async def _lock_events(self, conn: Conn, outbox_ids: Sequence[int]) -> None:
-        # Always in seq order, so two transactions locking overlapping events queue
-        # up instead of deadlocking.
-        await conn.execute(
-            "SELECT 1 FROM events WHERE seq IN"
-            " (SELECT event_seq FROM outbox WHERE id = ANY(%s)) ORDER BY seq FOR UPDATE",
-            (list(outbox_ids),),
+    async def renew(self, lease: Lease, *, lease_seconds: float) -> bool:
+        return await self._in_conn(lambda c: ops.renew(c, lease, lease_seconds))
+
+    async def release_lease(self, lease: Lease) -> None:
+        await self._in_conn(lambda c: ops.release_lease(c, lease))
+
+    async def read(self, lease: Lease, route: Route, *, limit: int, max_bytes: int) -> LogBatch:
+        return await self._in_conn(lambda c: ops.read(c, lease, route, limit, max_bytes))
+
+    async def advance(self, lease: Lease, progress: Progress) -> Lease:
+        return await self._in_work(
+            lambda c: ops.advance(c, lease, progress, self.clock(), self.max_dead_letter_bytes)
         )
 
-    async def _release_bodies(self, conn: Conn, outbox_ids: Sequence[int]) -> None:
-        # A new statement sees every transaction committed before our locks were
-        # granted, including another sink's mark of the same event.
-        cur = await conn.execute(
-            "WITH freed AS (UPDATE events e SET body = NULL WHERE e.body IS NOT NULL"
-            " AND e.seq IN (SELECT event_seq FROM outbox WHERE id = ANY(%s))"
-            " AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.event_seq = e.seq"
-            " AND o.state <> 'delivered') RETURNING e.size)"
-            " SELECT coalesce(sum(size), 0)::bigint, count(*) FROM freed",
-            (list(outbox_ids),),
-        )
-        row = await cur.fetchone()
-        if row is not None and row[1]:
-            await self._count(conn, -int(row[0]), -int(row[1]))
+    async def requeued(
+        self, sink: str, *, now: float, limit: int, max_bytes: int
+    ) -> list[Requeued]:
+        return await self._in_conn(lambda c: ops.requeued(c, sink, now, limit, max_bytes))
 
-    async def mark_delivered(self, outbox_ids: Sequence[int]) -> None:
-        if not outbox_ids:
-            return
-        async with self._work() as conn:
-            await self._lock_events(conn, outbox_ids)
-            await conn.execute(
-                "UPDATE outbox SET state = 'delivered', lease_until = 0, last_error = NULL"
-                " WHERE id = ANY(%s)",
-                (list(outbox_ids),),
-            )
-            await self._release_bodies(conn, outbox_ids)
+    async def settle_requeued(self, lease: Lease, settlement: RequeueSettlement) -> None:
+        await self._in_work(lambda c: ops.settle_requeued(c, lease, settlement, self.clock()))
 
-    async def mark_retry(self, updates: Sequence[RetryUpdate]) -> None:
-        if not updates:
-            return
-        async with self._work() as conn:
-            await conn.execute(
-                "UPDATE outbox o SET attempts = o.attempts + u.charge,"
-                " next_attempt_at = u.at, lease_until = 0, last_error = u.error"
-                " FROM unnest(%s::bigint[], %s::int[], %s::float8[], %s::text[])"
-                " AS u(id, charge, at, error) WHERE o.id = u.id AND o.state = 'pending'",
-                (
-                    [u.outbox_id for u in updates],
-                    [int(u.charge) for u in updates],
-                    [u.next_attempt_at for u in updates],
-                    [u.error[:500] for u in updates],
-                ),
-            )
+    async def retire_sink(self, sink: str, reason: str, *, now: float) -> int:
+        return await self._in_work(lambda c: ops.retire_sink(c, sink, reason, now))
 
-    async def mark_dead(self, failures: Sequence[tuple[int, str]], *, now: float) -> None:
-        if not failures:
-            return
-        async with self._work() as conn:
-            await conn.execute(
-                "UPDATE outbox o SET state = 'dead', attempts = o.attempts + 1,"
-                " lease_until = 0, last_error = u.error, dead_at = %s"
-                " FROM unnest(%s::bigint[], %s::text[]) AS u(id, error)"
-                " WHERE o.id = u.id AND o.state = 'pending'",
-                (now, [f[0] for f in failures], [f[1][:500] for f in failures]),
-            )
-
-    async def release_leases(self) -> None:
-        """Forget every lease. Only safe when no other process dispatches from this database."""
-        async with self._conn() as conn:
-            await conn.execute(
-                "UPDATE outbox SET lease_until = 0 WHERE state = 'pending' AND lease_until > 0"
-            )
+    async def cursor_sinks(self) -> list[str]:
+        async with self.conn() as conn:
+            cur = await conn.execute("SELECT sink FROM cursors ORDER BY sink")
+            return [r[0] for r in await cur.fetchall()]
 
     # -- dead letters -----------------------------------------------------------------
-
-    async def dead_letter_pending(self, sink: str, reason: str, *, now: float) -> int:
-        async with self._conn() as conn:
-            cur = await conn.execute(
-                "UPDATE outbox SET state = 'dead', lease_until = 0, last_error = %s,"
-                " dead_at = %s WHERE sink = %s AND state = 'pending'",
-                (reason[:500], now, sink),
-            )
-            return cur.rowcount
 
     async def dead_letters(
         self, *, sink: str | None = None, limit: int = 100, after_id: int = 0
     ) -> list[DeadLetter]:
-        clause, args = _where_dead(sink, None)
-        async with self._conn() as conn:
-            cur = await conn.execute(
-                "SELECT o.id, o.sink, e.event_id, e.event_type, e.received_at, o.attempts,"
-                " o.dead_at, o.last_error FROM outbox o JOIN events e ON e.seq = o.event_seq"
-                f" WHERE {clause.replace('state', 'o.state').replace('sink =', 'o.sink =')}"
-                " AND o.id > %s ORDER BY o.id LIMIT %s",
-                (*args, after_id, limit),
-            )
-            rows = await cur.fetchall()
-        return [
-            DeadLetter(r[0], r[1], r[2], r[3], r[4], r[5], r[6] or 0.0, r[7] or "") for r in rows
-        ]
+        return await self._in_conn(lambda c: ops.dead_letters(c, sink, limit, after_id))
 
     async def requeue_dead(
         self, *, sink: str | None = None, ids: Sequence[int] | None = None, now: float
     ) -> int:
-        clause, args = _where_dead(sink, ids)
-        async with self._conn() as conn:
-            cur = await conn.execute(
-                "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = %s,"
-                # dead_at now records the re-queue: the age limit restarts from it.
-                f" lease_until = 0, dead_at = %s WHERE {clause}",
-                (now, now, *args),
-            )
-            return cur.rowcount
+        return await self._in_conn(lambda c: ops.requeue_dead(c, sink, ids, now))
 
     async def purge_dead(self, *, sink: str | None = None, ids: Sequence[int] | None = None) -> int:
-        clause, args = _where_dead(sink, ids)
-        async with self._conn() as conn, conn.transaction():
-            cur = await conn.execute(f"SELECT id FROM outbox WHERE {clause}", args)
-            gone = [int(r[0]) for r in await cur.fetchall()]
-            if not gone:
-                return 0
-            await self._lock_events(conn, gone)
-            # A purged row counts as handled: the event's body goes once nothing needs it.
-            cur = await conn.execute(
-                "UPDATE outbox SET state = 'delivered', last_error = 'purged'"
-                " WHERE id = ANY(%s) AND state = 'dead'",
-                (gone,),
-            )
-            purged = cur.rowcount
-            await self._release_bodies(conn, gone)
-            return purged
+        async with self.conn() as conn, conn.transaction():
+            return await ops.purge_dead(conn, sink, ids)
 
     # -- queries and upkeep ---------------------------------------------------------------
 
     async def _exists(self, sql: str, args: Sequence[Any]) -> bool:
-        async with self._conn() as conn:
+        async with self.conn() as conn:
             cur = await conn.execute(sql, args)
             return await cur.fetchone() is not None
 
@@ -531,7 +388,7 @@ class PostgresStore:
         )
 
     async def record_replay(self, record: ReplayRecord) -> None:
-        async with self._conn() as conn:
+        async with self.conn() as conn:
             await conn.execute(
                 "INSERT INTO replays (webhook_id, delivery_id, event_id, requested_at, outcome)"
                 " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (webhook_id, delivery_id) DO UPDATE"
@@ -547,7 +404,7 @@ class PostgresStore:
             )
 
     async def replays_since(self, webhook_id: str, since: float) -> dict[str, ReplayRecord]:
-        async with self._conn() as conn:
+        async with self.conn() as conn:
             cur = await conn.execute(
                 "SELECT webhook_id, delivery_id, event_id, requested_at, outcome FROM replays"
                 " WHERE webhook_id = %s AND requested_at >= %s",
@@ -557,47 +414,15 @@ class PostgresStore:
         return {r[1]: ReplayRecord(r[0], r[1], r[2], r[3], r[4]) for r in rows}
 
     async def stats(self) -> StoreStats:
-        async with self._conn() as conn:
-            spool_bytes, spool_events = await self._spool_totals(conn)
-            cur = await conn.execute("SELECT count(*) FROM events")
-            row = await cur.fetchone()
-            held = int(row[0]) if row is not None else 0
-            cur = await conn.execute(
-                "SELECT o.sink, count(*) FILTER (WHERE o.state = 'pending'),"
-                " count(*) FILTER (WHERE o.state = 'dead'),"
-                " min(e.received_at) FILTER (WHERE o.state = 'pending')"
-                " FROM outbox o JOIN events e ON e.seq = o.event_seq"
-                " WHERE o.state IN ('pending', 'dead') GROUP BY o.sink"
-            )
-            per = {r[0]: SinkStats(int(r[1]), int(r[2]), r[3]) for r in await cur.fetchall()}
-        return StoreStats(spool_bytes, spool_events, held, per, self._commits)
+        return await self.upkeep.stats()
+
+    async def release(self) -> int:
+        return await self.upkeep.release()
 
     async def prune(self, *, now: float) -> int:
-        cutoff = now - self.dedup_window_seconds
-        pruned = 0
-        async with self._conn() as conn:
-            # Small batches that skip rows another replica is pruning: replicas run
-            # this concurrently, and no transaction holds many locks for long.
-            for _ in range(_PRUNE_ROUNDS):
-                cur = await conn.execute(
-                    "DELETE FROM events WHERE seq IN (SELECT seq FROM events"
-                    " WHERE body IS NULL AND received_at < %s LIMIT %s FOR UPDATE SKIP LOCKED)",
-                    (cutoff, _PRUNE_BATCH),
-                )
-                pruned += cur.rowcount
-                if cur.rowcount < _PRUNE_BATCH:
-                    break
-            await conn.execute("DELETE FROM replays WHERE requested_at < %s", (cutoff,))
-        return pruned
+        return await self.upkeep.prune(now=now)
 
     async def writable(self) -> bool:
-        try:
-            async with self._conn(timeout=2.0) as conn:
-                cur = await conn.execute(
-                    "SELECT NOT pg_is_in_recovery()"
-                    " AND current_setting('transaction_read_only') = 'off'"
-                )
-                row = await cur.fetchone()
-        except StoreError:
+        if not self._committer.running:
             return False
-        return bool(row is not None and row[0])
+        return await self.upkeep.writable()

@@ -1,20 +1,23 @@
 """The embedded store: one SQLite file in WAL mode.
 
 All writes go through one connection on one thread, so writers never wait on
-SQLite's file lock (whose busy handler sleeps in coarse steps); reads (summaries,
-listings, metrics) use a second connection on its own thread, which WAL lets run
-beside a write.
+SQLite's file lock (whose busy handler sleeps in coarse steps); reads (dispatcher
+reads, summaries, listings, metrics) use a second connection on its own thread,
+which WAL lets run beside a write.
 
 - ingest commits run with ``synchronous=FULL``: a commit returns only after the WAL
   is fsynced, and only then does the HTTP answer go out. Requests that arrive while
-  a commit is in flight are queued and committed together in the next transaction
-  (group commit), so one fsync serves many requests.
-- dispatch bookkeeping (claims, delivery marks) runs with ``synchronous=NORMAL``:
-  losing a delivery mark in a power cut means the event is sent again, which
+  a commit is in flight are committed together in the next transaction (group
+  commit, ``_commit``), as one multi-row insert.
+- dispatch bookkeeping (cursor moves, dead letters) runs with ``synchronous=NORMAL``:
+  losing a cursor move in a power cut means the events are sent again, which
   at-least-once delivery allows; it never loses an event.
+- upkeep (body release, prune) works in small batches, each its own short job on the
+  writer thread, so an ingest group never waits behind more than one of them.
 
-One ``serve`` process owns a file at a time (an exclusive lock file enforces it);
-CLI commands such as ``dead-letters`` share it through SQLite's own locking.
+One ``serve`` process owns a file at a time (an exclusive lock file enforces it), so
+its leases are a formality it clears at open; CLI commands such as ``dead-letters``
+share the file through SQLite's own locking.
 
 The schema version is ``PRAGMA user_version`` (see ``_migrations``).
 """
@@ -22,7 +25,6 @@ The schema version is ``PRAGMA user_version`` (see ``_migrations``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import os
 import sqlite3
@@ -34,84 +36,31 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from receiver.errors import StoreError
-from receiver.store import _migrations
+from receiver.errors import EventRefusedError, StoreError
+from receiver.store import _group, _migrations
+from receiver.store import _sqlite_cursors as ops
+from receiver.store._commit import Admission, GroupCommitter
+from receiver.store._sqlite_sql import INSERT_EVENT_COLS, MIGRATIONS, SCHEMA_VERSION
+from receiver.store._sqlite_upkeep import Upkeep
 from receiver.store.base import (
-    Claimed,
     DeadLetter,
-    IngestOutcome,
     IngestResult,
+    Lease,
+    LogBatch,
     NewEvent,
-    PendingSummary,
+    Progress,
     ReplayRecord,
-    RetryUpdate,
+    Requeued,
+    RequeueSettlement,
+    Route,
     SchemaVersion,
-    SinkStats,
     StoreStats,
-    event_from_row,
 )
 
 __all__ = ["SQLiteStore", "sqlite_path"]
 
 T = TypeVar("T")
-_GROUP_MAX = 2000  # events per group commit; bounds one transaction's latency
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
-    source       TEXT NOT NULL,
-    event_id     TEXT NOT NULL,
-    id_origin    TEXT NOT NULL,
-    event_type   TEXT NOT NULL,
-    category     TEXT NOT NULL,
-    occurred_at  TEXT,
-    received_at  REAL NOT NULL,
-    delivery_id  TEXT,
-    signature    TEXT,
-    ts_header    TEXT,
-    size         INTEGER NOT NULL,
-    body         BLOB,            -- NULL once every sink has it: only the id is kept
-    UNIQUE (source, event_id)
-);
-CREATE INDEX IF NOT EXISTS events_received ON events (received_at) WHERE body IS NULL;
--- The reconciler asks "is this delivery held?" for deliveries that carry no event id.
-CREATE INDEX IF NOT EXISTS events_delivery ON events (source, delivery_id)
-    WHERE delivery_id IS NOT NULL;
-CREATE TABLE IF NOT EXISTS outbox (
-    id              INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_seq       INTEGER NOT NULL REFERENCES events (seq) ON DELETE CASCADE,
-    sink            TEXT NOT NULL,
-    state           TEXT NOT NULL DEFAULT 'pending',  -- pending | delivered | dead
-    attempts        INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL NOT NULL DEFAULT 0,
-    lease_until     REAL NOT NULL DEFAULT 0,
-    last_error      TEXT,
-    dead_at         REAL
-);
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox (sink, state, id);
-CREATE INDEX IF NOT EXISTS outbox_event ON outbox (event_seq);
-CREATE TABLE IF NOT EXISTS replays (
-    webhook_id   TEXT NOT NULL,
-    delivery_id  TEXT NOT NULL,
-    event_id     TEXT,
-    requested_at REAL NOT NULL,
-    outcome      TEXT NOT NULL,
-    PRIMARY KEY (webhook_id, delivery_id)
-);
-"""
-
-# Version 1 is the baseline above. It is idempotent (IF NOT EXISTS) and re-applied at
-# every open, as before migrations were numbered, so files already at user_version 1
-# pick up additive IF NOT EXISTS changes to it; anything else gets a new number here.
-MIGRATIONS: tuple[_migrations.Migration, ...] = (
-    _migrations.Migration(1, "baseline: events, outbox, replays", _SCHEMA),
-)
-SCHEMA_VERSION = len(MIGRATIONS)
-
-_EVENT_COLS = (
-    "e.seq, e.event_id, e.id_origin, e.event_type, e.category, e.occurred_at, "
-    "e.received_at, e.source, e.delivery_id, e.body, e.signature, e.ts_header"
-)
+_ROWS_PER_INSERT = 500  # rows per multi-row INSERT statement (12 parameters each)
 
 
 def sqlite_path(url: str) -> Path:
@@ -119,10 +68,6 @@ def sqlite_path(url: str) -> Path:
     if not url.startswith("sqlite:///"):
         raise ValueError("not a sqlite:/// URL")
     return Path(url[len("sqlite:///") :])
-
-
-def _marks(n: int) -> str:
-    return ",".join("?" * n)
 
 
 def _apply(db: sqlite3.Connection, script: str, version: int) -> None:
@@ -150,26 +95,32 @@ class SQLiteStore:
         dedup_window_seconds: float = 7 * 86400,
         max_spool_bytes: int = 1024**3,
         max_spool_events: int = 1_000_000,
+        max_dead_letter_bytes: int = 1024**3,
+        min_free_bytes: int = 64 * 1024**2,
+        admission: Admission | None = None,
         exclusive: bool = False,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = path
         self.dedup_window_seconds = dedup_window_seconds
         self.max_spool_bytes = max_spool_bytes
         self.max_spool_events = max_spool_events
+        self.max_dead_letter_bytes = max_dead_letter_bytes
+        self.min_free_bytes = min_free_bytes
+        self.clock = clock
         self._exclusive = exclusive
         self._lock_fd: int | None = None
         self._write_pool = ThreadPoolExecutor(1, thread_name_prefix="sqlite-write")
         self._read_pool = ThreadPoolExecutor(1, thread_name_prefix="sqlite-read")
         self._write_db: sqlite3.Connection | None = None
         self._read_db: sqlite3.Connection | None = None
-        self._queue: list[tuple[NewEvent, asyncio.Future[IngestResult]]] = []
-        self._wakeup = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
+        self._sync = ""  # the writer connection's current synchronous mode
+        self._committer = GroupCommitter(self._commit_group, admission=admission)
+        # Spool counters (bytes, events): changed after commits, on the writer thread.
         self._spool_lock = threading.Lock()
-        self._spool_bytes = 0
-        self._spool_events = 0
-        self._commits = 0
+        self._spool = [0, 0]
         self._recounted_at = 0.0
+        self.upkeep = Upkeep(self)
         self.migrated: SchemaVersion | None = None
 
     # -- plumbing ---------------------------------------------------------------
@@ -178,7 +129,6 @@ class SQLiteStore:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA foreign_keys=ON")
         db.execute("PRAGMA busy_timeout=30000")
         return db
 
@@ -189,19 +139,25 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite: {exc}") from exc
 
-    async def _work(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def synchronous(self, db: sqlite3.Connection, mode: str) -> None:
+        if self._sync != mode:
+            db.execute(f"PRAGMA synchronous={mode}")
+            self._sync = mode
+
+    async def work(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run a bookkeeping write on the writer thread (synchronous=NORMAL)."""
         db = self._write_db
         if db is None:
             raise StoreError("store is not open")
 
         def run() -> T:
-            db.execute("PRAGMA synchronous=NORMAL")
+            self.synchronous(db, "NORMAL")
             return fn(db)
 
         return await self._on(self._write_pool, run)
 
-    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def look(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a read on the reader thread."""
         db = self._read_db
         if db is None:
             raise StoreError("store is not open")
@@ -212,10 +168,16 @@ class SQLiteStore:
         if self._exclusive:
             self._take_lock()
         self._write_db = await self._on(self._write_pool, self._connect)
-        self.migrated = await self._work(self._migrate)
+        self._sync = "FULL"
+        self.migrated = await self.work(self._migrate)
+        if self._exclusive:
+            # This process owns the file: leases left by a crashed predecessor go.
+            await self.work(
+                lambda db: db.execute("UPDATE cursors SET owner = NULL, lease_until = 0")
+            )
         self._read_db = await self._on(self._read_pool, self._connect)
-        await self._refresh_spool()
-        self._writer = asyncio.create_task(self._write_loop(), name="sqlite-group-commit")
+        await self.work(self._recount)
+        self._committer.start()
 
     def _take_lock(self) -> None:
         fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -229,23 +191,12 @@ class SQLiteStore:
     @staticmethod
     def _migrate(db: sqlite3.Connection) -> SchemaVersion:
         before = int(db.execute("PRAGMA user_version").fetchone()[0])
-        todo = _migrations.pending(MIGRATIONS, before, backend="sqlite")
-        _apply(db, _SCHEMA, max(before, 1))
-        for m in todo:
-            if m.version > 1:
-                _apply(db, m.sql, m.version)
+        for m in _migrations.pending(MIGRATIONS, before, backend="sqlite"):
+            _apply(db, m.sql, m.version)
         return SchemaVersion(before, SCHEMA_VERSION)
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
-            self._writer = None
-        for _, fut in self._queue:
-            if not fut.done():
-                fut.set_exception(StoreError("store closed"))
-        self._queue.clear()
+        await self._committer.close()
         for db, pool in ((self._write_db, self._write_pool), (self._read_db, self._read_pool)):
             if db is not None:
                 await asyncio.get_running_loop().run_in_executor(pool, db.close)
@@ -258,347 +209,181 @@ class SQLiteStore:
 
     # -- ingest (group commit) ----------------------------------------------------
 
-    async def ingest(self, event: NewEvent) -> IngestResult:
-        if self._writer is None or self._writer.done():
-            raise StoreError("store is not open")
-        fut: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
-        self._queue.append((event, fut))
-        self._wakeup.set()
-        return await fut
+    async def ingest(
+        self, event: NewEvent, *, alive: Callable[[], bool] | None = None
+    ) -> IngestResult:
+        return await self._committer.submit(event, alive)
 
-    async def _write_loop(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._queue:
-                batch, self._queue = self._queue[:_GROUP_MAX], self._queue[_GROUP_MAX:]
-                items = [item for item, _ in batch]
-                try:
-                    results = await self._on(self._write_pool, partial(self._commit, items))
-                except asyncio.CancelledError:  # closing: nobody may wait for this group forever
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(StoreError("store closed during the commit"))
-                    raise
-                except Exception as exc:  # the group fails (503), the writer lives on
-                    error = exc if isinstance(exc, StoreError) else StoreError(repr(exc))
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(error)
-                    continue
-                for (_, fut), result in zip(batch, results, strict=True):
-                    if not fut.done():
-                        fut.set_result(result)
+    async def _commit_group(self, items: Sequence[NewEvent]) -> list[IngestResult]:
+        try:
+            return await self._on(self._write_pool, partial(self._commit, items))
+        except UnicodeEncodeError as exc:  # a lone surrogate: this event, not the group
+            raise EventRefusedError(f"sqlite: {type(exc).__name__}") from exc
 
     def _commit(self, items: Sequence[NewEvent]) -> list[IngestResult]:
         db = self._write_db
         if db is None:
             raise sqlite3.OperationalError("store is not open")
-        db.execute("PRAGMA synchronous=FULL")  # this commit is what the 2xx promises
-        results: list[IngestResult] = []
-        with self._spool_lock:
-            spool_bytes, spool_events = self._spool_bytes, self._spool_events
-        added_bytes = added_events = 0
+        self.synchronous(db, "FULL")  # this commit is what the 2xx promises
         db.execute("BEGIN IMMEDIATE")
         try:
-            for ev in items:
-                over = (
-                    spool_bytes + added_bytes + len(ev.body) > self.max_spool_bytes
-                    or spool_events + added_events + 1 > self.max_spool_events
-                )
-                if over and time.monotonic() - self._recounted_at >= 1.0:
-                    # Space may have been freed by another process (a CLI purge): look
-                    # again before refusing, at most once a second.
-                    self._recounted_at = time.monotonic()
-                    total_bytes, total_events = self._spool_totals(db)
-                    # The count includes this transaction's own inserts, added again below.
-                    spool_bytes = total_bytes - added_bytes
-                    spool_events = total_events - added_events
-                    with self._spool_lock:
-                        self._spool_bytes, self._spool_events = spool_bytes, spool_events
-                    over = (
-                        spool_bytes + added_bytes + len(ev.body) > self.max_spool_bytes
-                        or spool_events + added_events + 1 > self.max_spool_events
-                    )
-                if over:
-                    held = db.execute(
-                        "SELECT 1 FROM events WHERE source=? AND event_id=?",
-                        (ev.source, ev.event_id),
-                    ).fetchone()
-                    results.append(
-                        IngestResult(IngestOutcome.DUPLICATE if held else IngestOutcome.QUOTA)
-                    )
-                    continue
-                row = db.execute(
-                    "INSERT INTO events (source, event_id, id_origin, event_type, category,"
-                    " occurred_at, received_at, delivery_id, signature, ts_header, size, body)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
-                    " ON CONFLICT (source, event_id) DO NOTHING RETURNING seq",
-                    (
-                        ev.source,
-                        ev.event_id,
-                        ev.id_origin,
-                        ev.event_type,
-                        ev.category,
-                        ev.occurred_at,
-                        ev.received_at,
-                        ev.delivery_id,
-                        ev.signature,
-                        ev.timestamp,
-                        len(ev.body),
-                        ev.body,
-                    ),
-                ).fetchone()
-                if row is None:
-                    results.append(IngestResult(IngestOutcome.DUPLICATE))
-                    continue
-                seq = int(row[0])
-                if ev.sinks:
-                    db.executemany(
-                        "INSERT INTO outbox (event_seq, sink) VALUES (?, ?)",
-                        [(seq, sink) for sink in ev.sinks],
-                    )
-                    added_bytes += len(ev.body)
-                    added_events += 1
-                else:
-                    # Routed nowhere: keep only the id for dedup.
-                    db.execute("UPDATE events SET body = NULL WHERE seq = ?", (seq,))
-                results.append(IngestResult(IngestOutcome.ACCEPTED, seq))
+            p = self._plan(db, items)
+            take = sorted(p.take)  # arrival order: the log keeps the order requests came in
+            stored = self._insert(db, [items[i] for i in take])
+            held = self._held(db, [items[i] for i in p.over])
             db.execute("COMMIT")  # synchronous=FULL: returns after the WAL fsync
         except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        with self._spool_lock:
-            self._spool_bytes += added_bytes
-            self._spool_events += added_events
-            self._commits += 1
-        return results
-
-    # -- dispatch -----------------------------------------------------------------
-
-    async def claim(
-        self, sink: str, *, limit: int, max_bytes: int, now: float, lease_seconds: float
-    ) -> list[Claimed]:
-        def run(db: sqlite3.Connection) -> list[Claimed]:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                rows = db.execute(
-                    f"SELECT o.id, o.attempts, {_EVENT_COLS}, o.dead_at FROM outbox o"
-                    " JOIN events e ON e.seq = o.event_seq"
-                    " WHERE o.sink = ? AND o.state = 'pending'"
-                    " AND o.next_attempt_at <= ? AND o.lease_until <= ?"
-                    " ORDER BY o.id LIMIT ?",
-                    (sink, now, now, limit),
-                ).fetchall()
-                taken: list[Claimed] = []
-                size = 0
-                for row in rows:
-                    size += len(row[11])
-                    if taken and size > max_bytes:
-                        break
-                    # dead_at on a pending row is the time it was re-queued.
-                    taken.append(Claimed(row[0], row[1], event_from_row(row[2:14]), row[14]))
-                if taken:
-                    ids = [c.outbox_id for c in taken]
-                    db.execute(
-                        f"UPDATE outbox SET lease_until = ? WHERE id IN ({_marks(len(ids))})",
-                        (now + lease_seconds, *ids),
-                    )
-                db.execute("COMMIT")
-            except BaseException:
+            if db.in_transaction:
                 db.execute("ROLLBACK")
-                raise
-            return taken
-
-        return await self._work(run)
-
-    async def pending_summary(self, sink: str, *, now: float, limit: int) -> PendingSummary:
-        def run(db: sqlite3.Connection) -> PendingSummary:
-            # Bounded: a backlog of millions must not make every dispatcher wake-up O(n).
-            (due,) = db.execute(
-                "SELECT count(*) FROM (SELECT 1 FROM outbox WHERE sink = ? AND state = 'pending'"
-                " AND next_attempt_at <= ? AND lease_until <= ? ORDER BY id LIMIT ?)",
-                (sink, now, now, limit),
-            ).fetchone()
-            if due:
-                (oldest,) = db.execute(
-                    "SELECT e.received_at FROM outbox o JOIN events e ON e.seq = o.event_seq"
-                    " WHERE o.sink = ? AND o.state = 'pending' AND o.next_attempt_at <= ?"
-                    " AND o.lease_until <= ? ORDER BY o.id LIMIT 1",
-                    (sink, now, now),
-                ).fetchone()
-                return PendingSummary(int(due), oldest, now)
-            (next_due,) = db.execute(
-                "SELECT min(max(next_attempt_at, lease_until)) FROM outbox"
-                " WHERE sink = ? AND state = 'pending'",
-                (sink,),
-            ).fetchone()
-            return PendingSummary(0, None, next_due)
-
-        return await self._read(run)
-
-    def _release_bodies(self, db: sqlite3.Connection, outbox_ids: Sequence[int]) -> tuple[int, int]:
-        """Drop bodies no sink needs any more; return (bytes, events) freed.
-
-        The caller subtracts them from the quota counters only after its commit.
-        """
-        freed = db.execute(
-            "UPDATE events SET body = NULL WHERE body IS NOT NULL AND seq IN"
-            f" (SELECT event_seq FROM outbox WHERE id IN ({_marks(len(outbox_ids))}))"
-            " AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.event_seq = events.seq"
-            " AND o.state != 'delivered') RETURNING size",
-            tuple(outbox_ids),
-        ).fetchall()
-        return sum(r[0] for r in freed), len(freed)
-
-    def _uncount(self, freed: tuple[int, int]) -> None:
+            raise
+        added = [items[i] for i in take if items[i].sinks and _group.key(items[i]) in stored]
         with self._spool_lock:
-            self._spool_bytes -= freed[0]
-            self._spool_events -= freed[1]
+            self._spool[0] += sum(len(e.body) for e in added)
+            self._spool[1] += len(added)
+        return _group.answers(items, p, stored, held)
 
-    async def mark_delivered(self, outbox_ids: Sequence[int]) -> None:
-        if not outbox_ids:
-            return
-
-        def run(db: sqlite3.Connection) -> None:
-            with db:
-                db.execute("BEGIN IMMEDIATE")
-                db.execute(
-                    "UPDATE outbox SET state = 'delivered', lease_until = 0, last_error = NULL"
-                    f" WHERE id IN ({_marks(len(outbox_ids))})",
-                    tuple(outbox_ids),
-                )
-                freed = self._release_bodies(db, outbox_ids)
-            self._uncount(freed)  # after the commit: a failed one leaves the counters right
-
-        await self._work(run)
-
-    async def mark_retry(self, updates: Sequence[RetryUpdate]) -> None:
-        def run(db: sqlite3.Connection) -> None:
-            with db:
-                db.execute("BEGIN IMMEDIATE")
-                db.executemany(
-                    "UPDATE outbox SET attempts = attempts + ?, next_attempt_at = ?,"
-                    " lease_until = 0, last_error = ? WHERE id = ? AND state = 'pending'",
-                    [
-                        (int(u.charge), u.next_attempt_at, u.error[:500], u.outbox_id)
-                        for u in updates
-                    ],
-                )
-
-        if updates:
-            await self._work(run)
-
-    async def mark_dead(self, failures: Sequence[tuple[int, str]], *, now: float) -> None:
-        def run(db: sqlite3.Connection) -> None:
-            with db:
-                db.execute("BEGIN IMMEDIATE")
-                db.executemany(
-                    "UPDATE outbox SET state = 'dead', attempts = attempts + 1, lease_until = 0,"
-                    " last_error = ?, dead_at = ? WHERE id = ? AND state = 'pending'",
-                    [(err[:500], now, oid) for oid, err in failures],
-                )
-
-        if failures:
-            await self._work(run)
-
-    async def release_leases(self) -> None:
-        await self._work(
-            lambda db: db.execute("UPDATE outbox SET lease_until = 0 WHERE lease_until > 0")
+    def _plan(self, db: sqlite3.Connection, items: Sequence[NewEvent]) -> _group.Plan:
+        with self._spool_lock:
+            spool_bytes, spool_events = self._spool
+        p = _group.plan(
+            items,
+            spool_bytes=spool_bytes,
+            spool_events=spool_events,
+            max_bytes=self.max_spool_bytes,
+            max_events=self.max_spool_events,
         )
-
-    # -- dead letters ---------------------------------------------------------------
-
-    async def dead_letter_pending(self, sink: str, reason: str, *, now: float) -> int:
-        def run(db: sqlite3.Connection) -> int:
-            with db:
-                db.execute("BEGIN IMMEDIATE")
-                cur = db.execute(
-                    "UPDATE outbox SET state = 'dead', lease_until = 0, last_error = ?,"
-                    " dead_at = ? WHERE sink = ? AND state = 'pending'",
-                    (reason[:500], now, sink),
-                )
-                return cur.rowcount
-
-        return await self._work(run)
+        if p.over and time.monotonic() - self._recounted_at >= 1.0:
+            # Space may have been freed by another process (a CLI purge): look again
+            # before refusing, at most once a second.
+            self._recount(db)
+            return self._plan(db, items) if self._spool != [spool_bytes, spool_events] else p
+        return p
 
     @staticmethod
-    def _where_dead(
-        sink: str | None, ids: Sequence[int] | None, table: str = ""
-    ) -> tuple[str, list[Any]]:
-        t = f"{table}." if table else ""
-        clause, args = f"{t}state = 'dead'", list[Any]()
-        if sink is not None:
-            clause += f" AND {t}sink = ?"
-            args.append(sink)
-        if ids is not None:
-            clause += f" AND {t}id IN ({_marks(len(ids))})"
-            args.extend(ids)
-        return clause, args
+    def _insert(db: sqlite3.Connection, events: Sequence[NewEvent]) -> dict[_group.Key, int]:
+        stored: dict[_group.Key, int] = {}
+        for start in range(0, len(events), _ROWS_PER_INSERT):
+            chunk = events[start : start + _ROWS_PER_INSERT]
+            params: list[Any] = []
+            for ev in chunk:
+                params += (
+                    ev.source,
+                    ev.event_id,
+                    ev.id_origin,
+                    ev.event_type,
+                    ev.category,
+                    ev.occurred_at,
+                    ev.received_at,
+                    ev.delivery_id,
+                    ev.signature,
+                    ev.timestamp,
+                    len(ev.body),
+                    ev.body if ev.sinks else None,  # routed nowhere: keep only the id
+                )
+            values = ",".join(["(?,?,?,?,?,?,?,?,?,?,?,?)"] * len(chunk))
+            for seq, source, event_id in db.execute(
+                f"INSERT INTO events ({INSERT_EVENT_COLS}) VALUES {values}"
+                " ON CONFLICT (source, event_id) DO NOTHING RETURNING seq, source, event_id",
+                params,
+            ):
+                stored[(source, event_id)] = int(seq)
+        return stored
+
+    @staticmethod
+    def _held(db: sqlite3.Connection, events: Sequence[NewEvent]) -> set[_group.Key]:
+        held: set[_group.Key] = set()
+        for ev in events:
+            if db.execute(
+                "SELECT 1 FROM events WHERE source = ? AND event_id = ?",
+                (ev.source, ev.event_id),
+            ).fetchone():
+                held.add(_group.key(ev))
+        return held
+
+    def _recount(self, db: sqlite3.Connection) -> None:
+        """Recount the spool counters from the file (others may have purged).
+
+        Runs on the writer thread, where every other counter change happens, so no
+        commit can slip between the count and the assignment.
+        """
+        b, n = db.execute(
+            "SELECT coalesce(sum(size), 0), count(*) FROM events WHERE body IS NOT NULL"
+            " AND seq > (SELECT coalesce(value, 0) FROM meta WHERE key = 'released_upto')"
+        ).fetchone()
+        with self._spool_lock:
+            self._spool = [int(b), int(n)]
+        self._recounted_at = time.monotonic()
+
+    def uncount(self, freed_bytes: int, freed_events: int) -> None:
+        with self._spool_lock:
+            self._spool[0] -= freed_bytes
+            self._spool[1] -= freed_events
+
+    @property
+    def spool(self) -> tuple[int, int]:
+        with self._spool_lock:
+            return self._spool[0], self._spool[1]
+
+    @property
+    def commits(self) -> int:
+        return self._committer.commits
+
+    # -- cursors and dispatch -------------------------------------------------------
+
+    async def ensure_cursors(self, routes: Sequence[Route]) -> None:
+        await self.work(lambda db: ops.ensure_cursors(db, routes))
+
+    async def acquire(self, sink: str, owner: str, *, lease_seconds: float) -> Lease | None:
+        return await self.work(lambda db: ops.acquire(db, sink, owner, lease_seconds, self.clock()))
+
+    async def renew(self, lease: Lease, *, lease_seconds: float) -> bool:
+        return await self.work(lambda db: ops.renew(db, lease, lease_seconds, self.clock()))
+
+    async def release_lease(self, lease: Lease) -> None:
+        await self.work(lambda db: ops.release_lease(db, lease))
+
+    async def read(self, lease: Lease, route: Route, *, limit: int, max_bytes: int) -> LogBatch:
+        return await self.look(lambda db: ops.read(db, lease, route, limit, max_bytes))
+
+    async def advance(self, lease: Lease, progress: Progress) -> Lease:
+        return await self.work(
+            lambda db: ops.advance(db, lease, progress, self.clock(), self.max_dead_letter_bytes)
+        )
+
+    async def requeued(
+        self, sink: str, *, now: float, limit: int, max_bytes: int
+    ) -> list[Requeued]:
+        return await self.look(lambda db: ops.requeued(db, sink, now, limit, max_bytes))
+
+    async def settle_requeued(self, lease: Lease, settlement: RequeueSettlement) -> None:
+        await self.work(lambda db: ops.settle_requeued(db, lease, settlement, self.clock()))
+
+    async def retire_sink(self, sink: str, reason: str, *, now: float) -> int:
+        return await self.work(lambda db: ops.retire_sink(db, sink, reason, now))
+
+    async def cursor_sinks(self) -> list[str]:
+        rows = await self.look(lambda db: db.execute("SELECT sink FROM cursors").fetchall())
+        return sorted(r[0] for r in rows)
+
+    # -- dead letters ---------------------------------------------------------------
 
     async def dead_letters(
         self, *, sink: str | None = None, limit: int = 100, after_id: int = 0
     ) -> list[DeadLetter]:
-        clause, args = self._where_dead(sink, None, "o")
-
-        def run(db: sqlite3.Connection) -> list[DeadLetter]:
-            rows = db.execute(
-                "SELECT o.id, o.sink, e.event_id, e.event_type, e.received_at, o.attempts,"
-                " o.dead_at, o.last_error FROM outbox o JOIN events e ON e.seq = o.event_seq"
-                f" WHERE {clause}"
-                " AND o.id > ? ORDER BY o.id LIMIT ?",
-                (*args, after_id, limit),
-            ).fetchall()
-            return [
-                DeadLetter(r[0], r[1], r[2], r[3], r[4], r[5], r[6] or 0.0, r[7] or "")
-                for r in rows
-            ]
-
-        return await self._read(run)
+        return await self.look(lambda db: ops.dead_letters(db, sink, limit, after_id))
 
     async def requeue_dead(
         self, *, sink: str | None = None, ids: Sequence[int] | None = None, now: float
     ) -> int:
-        clause, args = self._where_dead(sink, ids)
-
-        def run(db: sqlite3.Connection) -> int:
-            with db:
-                db.execute("BEGIN IMMEDIATE")
-                cur = db.execute(
-                    "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?,"
-                    # dead_at now records the re-queue: the age limit restarts from it.
-                    f" lease_until = 0, dead_at = ? WHERE {clause}",
-                    (now, now, *args),
-                )
-                return cur.rowcount
-
-        return await self._work(run)
+        return await self.work(lambda db: ops.requeue_dead(db, sink, ids, now))
 
     async def purge_dead(self, *, sink: str | None = None, ids: Sequence[int] | None = None) -> int:
-        clause, args = self._where_dead(sink, ids)
-
-        def run(db: sqlite3.Connection) -> int:
-            with db:
-                db.execute("BEGIN IMMEDIATE")
-                gone = [r[0] for r in db.execute(f"SELECT id FROM outbox WHERE {clause}", args)]
-                if not gone:
-                    return 0
-                # A purged row counts as handled: the event's body goes once nothing needs it.
-                db.execute(
-                    f"UPDATE outbox SET state = 'delivered', last_error = 'purged'"
-                    f" WHERE id IN ({_marks(len(gone))})",
-                    gone,
-                )
-                freed = self._release_bodies(db, gone)
-            self._uncount(freed)
-            return len(gone)
-
-        return await self._work(run)
+        return await self.work(lambda db: ops.purge_dead(db, sink, ids))
 
     # -- queries and upkeep -------------------------------------------------------
 
     async def has_event(self, source: str, event_id: str) -> bool:
-        row = await self._read(
+        row = await self.look(
             lambda db: db.execute(
                 "SELECT 1 FROM events WHERE source = ? AND event_id = ?", (source, event_id)
             ).fetchone()
@@ -606,7 +391,7 @@ class SQLiteStore:
         return row is not None
 
     async def has_delivery(self, source: str, delivery_id: str) -> bool:
-        row = await self._work(
+        row = await self.look(
             lambda db: db.execute(
                 "SELECT 1 FROM events WHERE source = ? AND delivery_id = ? LIMIT 1",
                 (source, delivery_id),
@@ -616,20 +401,18 @@ class SQLiteStore:
 
     async def record_replay(self, record: ReplayRecord) -> None:
         def run(db: sqlite3.Connection) -> None:
-            with db:
-                db.execute("BEGIN IMMEDIATE")
-                db.execute(
-                    "INSERT OR REPLACE INTO replays VALUES (?, ?, ?, ?, ?)",
-                    (
-                        record.webhook_id,
-                        record.delivery_id,
-                        record.event_id,
-                        record.requested_at,
-                        record.outcome[:500],
-                    ),
-                )
+            db.execute(
+                "INSERT OR REPLACE INTO replays VALUES (?, ?, ?, ?, ?)",
+                (
+                    record.webhook_id,
+                    record.delivery_id,
+                    record.event_id,
+                    record.requested_at,
+                    record.outcome[:500],
+                ),
+            )
 
-        await self._work(run)
+        await self.work(run)
 
     async def replays_since(self, webhook_id: str, since: float) -> dict[str, ReplayRecord]:
         def run(db: sqlite3.Connection) -> dict[str, ReplayRecord]:
@@ -640,73 +423,18 @@ class SQLiteStore:
             ).fetchall()
             return {r[1]: ReplayRecord(*r) for r in rows}
 
-        return await self._read(run)
-
-    @staticmethod
-    def _spool_totals(db: sqlite3.Connection) -> tuple[int, int]:
-        b, n = db.execute(
-            "SELECT coalesce(sum(size), 0), count(*) FROM events WHERE body IS NOT NULL"
-        ).fetchone()
-        return int(b), int(n)
-
-    async def _refresh_spool(self) -> None:
-        """Recount the quota counters from the file (others may have purged).
-
-        Runs on the writer thread, where every other counter change happens, so no
-        commit can slip between the count and the assignment.
-        """
-
-        def run(db: sqlite3.Connection) -> None:
-            b, n = self._spool_totals(db)
-            with self._spool_lock:
-                self._spool_bytes, self._spool_events = b, n
-
-        await self._work(run)
+        return await self.look(run)
 
     async def stats(self) -> StoreStats:
-        def run(db: sqlite3.Connection) -> tuple[int, int, int, dict[str, SinkStats]]:
-            spool_bytes, spool_events = self._spool_totals(db)
-            (held,) = db.execute("SELECT count(*) FROM events").fetchone()
-            per: dict[str, SinkStats] = {}
-            for sink, pending, dead, oldest in db.execute(
-                "SELECT o.sink, sum(o.state = 'pending'), sum(o.state = 'dead'),"
-                " min(CASE WHEN o.state = 'pending' THEN e.received_at END)"
-                " FROM outbox o JOIN events e ON e.seq = o.event_seq"
-                " WHERE o.state != 'delivered' GROUP BY o.sink"
-            ):
-                per[sink] = SinkStats(int(pending), int(dead), oldest)
-            return spool_bytes, spool_events, int(held), per
+        return await self.upkeep.stats()
 
-        spool_bytes, spool_events, held, per = await self._read(run)
-        return StoreStats(spool_bytes, spool_events, held, per, self._commits)
+    async def release(self) -> int:
+        return await self.upkeep.release()
 
     async def prune(self, *, now: float) -> int:
-        cutoff = now - self.dedup_window_seconds
-
-        def run(db: sqlite3.Connection) -> int:
-            with db:
-                db.execute("BEGIN IMMEDIATE")
-                # Only events every sink has (body released) are forgotten.
-                cur = db.execute(
-                    "DELETE FROM events WHERE body IS NULL AND received_at < ?", (cutoff,)
-                )
-                db.execute("DELETE FROM replays WHERE requested_at < ?", (cutoff,))
-                return cur.rowcount
-
-        pruned = await self._work(run)
-        await self._refresh_spool()
-        return pruned
+        return await self.upkeep.prune(now=now)
 
     async def writable(self) -> bool:
-        if self._writer is None or self._writer.done():
+        if not self._committer.running:
             return False  # without the group-commit task nothing can be ingested
-
-        def run(db: sqlite3.Connection) -> bool:
-            db.execute("BEGIN IMMEDIATE")
-            db.execute("ROLLBACK")
-            return True
-
-        try:
-            return await self._work(run)
-        except StoreError:
-            return False
+        return await self.upkeep.writable()

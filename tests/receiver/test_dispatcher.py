@@ -175,21 +175,23 @@ def test_retryable_then_success(tmp_path: Path) -> None:
 
 
 def test_max_attempts_dead_letters_then_requeue(tmp_path: Path) -> None:
-    """After max_attempts the events are dead letters; a requeue delivers them."""
+    """After max_attempts an event is dead-lettered; a batch that failed as a whole gets
+    one last attempt of its head alone first, so only the event at fault is charged.
+    A requeue delivers the dead letters."""
     fail = {"on": True}
     sink = MemorySink(lambda n, b: RetryableSinkError("nope") if fail["on"] else None)
 
     async def body(d: Dispatcher, store: SQLiteStore) -> None:
-        await run_until(lambda: len(sink.batches) >= 3)
         await run_until(lambda: d.metrics.dead_lettered.labels("mem")._value.get() == 2)
         dead = await store.dead_letters()
-        assert [x.event_id for x in dead] == ["e0000", "e0001"]
-        assert all(x.attempts == 3 and "max attempts" in x.error for x in dead)
-        assert sink.calls == 3
+        assert [(x.event_id, x.attempts) for x in dead] == [("e0000", 4), ("e0001", 3)]
+        assert all("max attempts" in x.error for x in dead)
+        assert sink.batches == [["e0000", "e0001"]] * 3 + [["e0000"]] + [["e0001"]] * 3
         fail["on"] = False
         assert await store.requeue_dead(now=time.time()) == 2
-        d.notify()
+        d.notify_requeued()
         await run_until(lambda: len(sink.delivered) == 2)
+        await run_until(lambda: not d.metrics.delivered.labels("mem")._value.get() < 2)
         assert await store.dead_letters() == []
 
     asyncio.run(with_dispatcher(tmp_path, sink, config(max_attempts=3), 2, body))
@@ -410,7 +412,7 @@ def test_requeued_expired_event_gets_a_fresh_chance(tmp_path: Path) -> None:
             await run_until(lambda: d.metrics.dead_lettered.labels("mem")._value.get() == 1)
             assert sink.calls == 0
             assert await store.requeue_dead(now=time.time()) == 1
-            d.notify()
+            d.notify_requeued()
             await run_until(lambda: d.metrics.delivered.labels("mem")._value.get() == 1)
             assert await store.dead_letters() == []
         finally:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from hypothesis import given
 from hypothesis import strategies as st
 
 from receiver.store import IngestOutcome, NewEvent
-from receiver.store._group import GROUP_MAX_BYTES, answers, plan, take_group
-from tests.receiver.store.test_contract import new_event
+from receiver.store._group import answers, plan
+from tests.receiver.store.backends import new_event
 
 A, D, Q = IngestOutcome.ACCEPTED, IngestOutcome.DUPLICATE, IngestOutcome.QUOTA
 
@@ -38,22 +36,6 @@ def test_answers_in_call_order_with_copies_and_races() -> None:
     got = [r.outcome for r in answers(items, p, stored, held)]
     assert got == [A, A, D, D, D]
     assert answers(items, p, stored, set())[4].outcome is Q
-
-
-def test_take_group_bounds_bytes_but_always_takes_one() -> None:
-    """A group stops before the byte budget, yet a single huge event still goes."""
-    loop = asyncio.new_event_loop()
-    try:
-        big = [
-            (new_event(f"e{i}", body=b"x" * (GROUP_MAX_BYTES // 2)), loop.create_future())
-            for i in range(3)
-        ]
-        group, rest = take_group(big)
-        assert (len(group), len(rest)) == (2, 1)
-        huge = [(new_event("h", body=b"x" * (GROUP_MAX_BYTES + 1)), loop.create_future())]
-        assert take_group(huge) == (huge, [])
-    finally:
-        loop.close()
 
 
 @given(

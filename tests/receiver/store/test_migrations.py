@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 
 from receiver.errors import StoreError
 from receiver.settings import StoreSettings
-from receiver.store import IngestOutcome, create_store
+from receiver.store import IngestOutcome, Store, create_store
 from receiver.store._migrations import Migration, pending
-from receiver.store.sqlite import _SCHEMA
-from tests.receiver.store.test_contract import new_event
+from tests.receiver.store.backends import drain, new_event
 from tests.services.postgres import pg_schema, postgres_url
 
 STEPS = (Migration(1, "one", "-- 1"), Migration(2, "two", "-- 2"), Migration(3, "three", "-- 3"))
@@ -38,24 +38,63 @@ def test_pending_rejects_gaps_in_numbering() -> None:
         pending((STEPS[0], STEPS[2]), 0, backend="x")
 
 
-def test_sqlite_file_from_before_numbered_migrations_opens_unchanged(tmp_path: Path) -> None:
-    """A spool written by the release before (user_version 1) keeps its events."""
+FIXTURES = Path(__file__).with_name("fixtures")
+# What the 0.1.0 spools in fixtures/ hold (see the comment at the top of each file):
+# alpha still had e6, e7, e8 to deliver (e5 it had already, out of order), e4 dead;
+# beta still had e2..e8, e1 dead; e9 was routed nowhere.
+STILL_DUE = {"alpha": ["e6", "e7", "e8"], "beta": ["e2", "e3", "e4", "e5", "e6", "e7", "e8"]}
+DEAD = [
+    ("alpha", "e4", "permanent: too large"),
+    ("beta", "e1", "max attempts reached; last error: 500"),
+]
+
+
+async def _check_migrated_spool(store: Store) -> None:
+    assert store.migrated is not None
+    assert (store.migrated.before, store.migrated.after) == (1, 2)
+    for sink, due in STILL_DUE.items():
+        assert await drain(store, sink) == due
+    dead = await store.dead_letters()
+    assert sorted((d.sink, d.event_id, d.error) for d in dead) == sorted(DEAD)
+    for i in range(10):  # dedup still knows every event
+        assert (await store.ingest(new_event(f"e{i}"))).outcome is IngestOutcome.DUPLICATE
+    await store.release()
+    stats = await store.stats()
+    assert (stats.spool_events, stats.dead_events) == (0, 2)
+
+
+def test_sqlite_spool_of_the_outbox_release_is_migrated_and_delivers(tmp_path: Path) -> None:
+    """A spool written by 0.1.0 (outbox rows) opens as a log with cursors: each sink
+    gets exactly what it still had to deliver, dead letters stay, dedup holds."""
     path = tmp_path / "spool.db"
     with sqlite3.connect(path) as db:
-        db.executescript(_SCHEMA)
-        db.execute("PRAGMA user_version=1")
-        db.execute(
-            "INSERT INTO events (source, event_id, id_origin, event_type, category,"
-            " received_at, size, body) VALUES ('bighub', 'old', 'body', 't', 'other', 1, 2, x'7b7d')"
-        )
+        db.executescript((FIXTURES / "spool_v1.sqlite.sql").read_text())
 
     async def run() -> None:
         store = create_store(StoreSettings(url=f"sqlite:///{path}"))
         await store.open()
         try:
-            assert store.migrated is not None
-            assert (store.migrated.before, store.migrated.after) == (1, 1)
-            assert (await store.ingest(new_event("old"))).outcome is IngestOutcome.DUPLICATE
+            await _check_migrated_spool(store)
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+
+
+def test_postgres_store_of_the_outbox_release_is_migrated_and_delivers(pg_schema: str) -> None:
+    """The same for a PostgreSQL store written by 0.1.0."""
+    import psycopg
+
+    schema = unquote(pg_schema.split("search_path%3D", 1)[1])
+    script = (FIXTURES / "spool_v1.postgres.sql").read_text().replace("v1fix.", f"{schema}.")
+    with psycopg.connect(pg_schema, autocommit=True) as conn:
+        conn.execute(script)  # type: ignore[call-overload]
+
+    async def run() -> None:
+        store = create_store(StoreSettings(url=pg_schema))
+        await store.open()
+        try:
+            await _check_migrated_spool(store)
         finally:
             await store.close()
 
@@ -74,4 +113,4 @@ def test_postgres_replicas_starting_together_migrate_once(pg_schema: str) -> Non
             await asyncio.gather(*(s.close() for s in stores))
 
     versions = asyncio.run(run())
-    assert sorted(versions) == [(0, 1), (1, 1), (1, 1), (1, 1)]
+    assert sorted(versions) == [(0, 2), (2, 2), (2, 2), (2, 2)]
