@@ -74,8 +74,16 @@ async def dead_letters(request: Request) -> Response:
         after = max(0, int(request.query_params.get("after", "0")))
     except ValueError:
         return JSONResponse({"error": "bad_request", "detail": "limit/after must be integers"}, 400)
+    state = request.query_params.get("state", "dead")
+    if state not in ("dead", "requeued", "all"):
+        return JSONResponse(
+            {"error": "bad_request", "detail": "state must be dead, requeued or all"}, 400
+        )
     rows = await service.store.dead_letters(
-        sink=request.query_params.get("sink"), limit=limit, after_id=after
+        sink=request.query_params.get("sink"),
+        limit=limit,
+        after_id=after,
+        state=state,  # type: ignore[arg-type]
     )
     return JSONResponse(
         {

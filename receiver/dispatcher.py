@@ -44,8 +44,6 @@ __all__ = ["Dispatcher", "backoff_delay"]
 
 log = structlog.get_logger(component="bighub_siem.dispatcher")
 
-_BUDGET_HOLD_SECONDS = 30.0  # how long a sink waits when its dead letters do not fit
-
 
 def owner_token() -> str:
     """Who holds a lease: host, process and a random part (a restarted pid differs)."""
@@ -180,6 +178,8 @@ class Dispatcher:
                 except LeaseLostError as exc:
                     log.warning("lease_lost", sink=self.name, detail=str(exc)[:200])
                     await self._drop_lease(release=False)
+                    # Let a standby take the sink over rather than flap back at once.
+                    await self._sleep(self.lease_seconds, wakeable=False)
                 except Exception as exc:  # store trouble: log, wait, try again; never die
                     log.error(
                         "dispatch_loop_error",
@@ -341,7 +341,8 @@ class Dispatcher:
         except DeadLetterBudgetError as exc:
             # The dead letters do not fit: hold before the first of them (the sink is
             # reported down) instead of writing them or dropping them.
-            decision = hold_before_dead(decision, lease, _BUDGET_HOLD_SECONDS, str(exc))
+            hold = self.policy.delay(self._outage + 1, self.rng)
+            decision = hold_before_dead(decision, lease, hold, str(exc))
             self._lease = await self.store.advance(
                 lease, progress(lease, batch, decision, now=self.clock())
             )

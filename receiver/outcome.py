@@ -151,7 +151,7 @@ def decide(
         retry_from=head,
         attempts=now_attempts,
         delay=max(delays),
-        error=reason,
+        error=reason if charged else f"unavailable: {reason}",
         unavailable=str(down[0]) if down else None,
         charged=charged,
     )

@@ -129,14 +129,18 @@ class Service:
         deliver become dead letters (visible, re-queueable once the sink is configured
         again, purgeable) and the cursor goes. A shared store only warns: in a rolling
         deploy another replica may still run a config that has the sink
-        (``bighub-siem dead-letters retire-sink NAME`` retires it by hand).
+        (``bighub-siem retire-sink NAME`` retires it by hand).
         """
         configured = {s.name for s in self.settings.sinks}
         for sink in await self.store.cursor_sinks():
             if sink in configured:
                 continue
             if self.store.shared or not self.dispatch:
-                log.warning("unconfigured_sink_has_a_cursor", sink=sink)
+                log.warning(
+                    "unconfigured_sink_has_a_cursor",
+                    sink=sink,
+                    hint="once no replica has it configured: bighub-siem retire-sink NAME",
+                )
                 continue
             moved = await self.store.retire_sink(
                 sink, f"sink {sink!r} is not configured", now=self.clock()

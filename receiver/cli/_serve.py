@@ -1,4 +1,12 @@
-"""``serve``: ingress, dispatchers and the admin listener in one process."""
+"""``serve``: ingress, dispatchers and the admin listener in one process.
+
+Shutdown (SIGTERM / SIGINT) fits in ``serve.shutdown_grace_seconds``: the listeners stop
+taking connections and answer the requests in flight (a quarter of the grace at most),
+the dispatchers get what remains for their sends, and whatever still hangs then (a
+client library stuck in a thread) is abandoned: the process exits 0 anyway. Nothing
+acknowledged can be lost by that: every 2xx was committed before it was sent, and an
+abandoned send recorded nothing, so its events go out again after the restart.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +14,11 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -42,16 +53,22 @@ async def _serve(settings: Settings, role: Role = "all") -> int:
     except StoreError as exc:
         print(f"bighub-siem: cannot open the store: {exc}", file=sys.stderr)
         return 1
+    grace = settings.serve.shutdown_grace_seconds
     servers: list[_Server] = []
     if role != "dispatch":  # a dispatch replica takes no webhooks
         app = create_app(service, manage_service=False)
-        servers.append(_server(app, settings.ingress.host, settings.ingress.port))
+        servers.append(_server(app, settings.ingress.host, settings.ingress.port, grace))
     if settings.admin.enabled:
-        servers.append(_server(create_admin_app(service), settings.admin.host, settings.admin.port))
+        admin = create_admin_app(service)
+        servers.append(_server(admin, settings.admin.host, settings.admin.port, grace))
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
+    deadline = [float("inf")]
 
     def stop() -> None:
+        if not stopping.is_set():
+            deadline[0] = time.monotonic() + grace
+            _exit_after(grace + _HARD_STOP_MARGIN)  # the last resort, if even this hangs
         stopping.set()
         for s in servers:
             s.should_exit = True
@@ -71,13 +88,38 @@ async def _serve(settings: Settings, role: Role = "all") -> int:
         # Listeners are closed first, so nothing new arrives while sinks drain.
         stop()
         listening.cancel()
-        await service.stop()
+        await service.stop(max(1.0, deadline[0] - time.monotonic() - _CLOSE_MARGIN))
         flusher.cancel()
         flush_logs()
     return 0
 
 
-def _server(app: Any, host: str, port: int) -> _Server:
+_HARD_STOP_MARGIN = 2.0  # seconds past the grace before the watchdog ends the process
+_CLOSE_MARGIN = 1.0  # seconds of the grace kept for closing the store
+
+
+def _exit_after(seconds: float) -> None:
+    """End the process with 0 after ``seconds``, whatever it is doing then."""
+
+    def run() -> None:
+        time.sleep(seconds)
+        _exit_now(0, "shutdown_grace_exceeded")
+
+    threading.Thread(target=run, name="shutdown-watchdog", daemon=True).start()
+
+
+def _exit_now(code: int, reason: str) -> None:
+    import structlog
+
+    structlog.get_logger(component="bighub_siem.serve").warning(reason)
+    flush_logs()
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
+def _server(app: Any, host: str, port: int, grace: float) -> _Server:
     return _Server(
         uvicorn.Config(
             app,
@@ -87,7 +129,8 @@ def _server(app: Any, host: str, port: int) -> _Server:
             log_config=None,
             access_log=False,
             server_header=False,
-            timeout_graceful_shutdown=10,
+            # Requests in flight get a quarter of the grace; dispatchers the rest.
+            timeout_graceful_shutdown=max(1, int(grace / 4)),
         )
     )
 
@@ -120,7 +163,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
-    return run_loop(_serve(settings, args.role))
+    code = run_loop(_serve(settings, args.role))
+    stuck = [t for t in threading.enumerate() if t.is_alive() and not t.daemon]
+    if len(stuck) > 1:  # besides the main thread: abandoned client calls; do not join them
+        _exit_now(code, "abandoned_threads_left")
+    return code
 
 
 def run_loop(main: Coroutine[Any, Any, int]) -> int:

@@ -1,4 +1,4 @@
-"""``migrate`` and ``dead-letters``: commands that work on the store directly."""
+"""``migrate``, ``dead-letters`` and ``retire-sink``: commands that work on the store directly."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ async def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
     await store.open()
     try:
         if args.action == "list":
-            rows = await store.dead_letters(sink=args.sink, limit=args.limit)
+            rows = await store.dead_letters(sink=args.sink, limit=args.limit, state=args.state)
             if not rows:
                 print("no dead letters")
             for r in rows:
@@ -75,6 +75,33 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     return asyncio.run(_dead_letters(load(args.config), args))
 
 
+async def _retire_sink(settings: Settings, sink: str) -> int:
+    from receiver.store import create_store
+
+    if sink in {s.name for s in settings.sinks}:
+        print(
+            f"bighub-siem: sink {sink!r} is still in the configuration; remove it first"
+            " (every replica), then retire it",
+            file=sys.stderr,
+        )
+        return 2
+    store = create_store(settings.store)
+    await store.open()
+    try:
+        if sink not in await store.cursor_sinks():
+            print(f"bighub-siem: the store has no cursor for sink {sink!r}", file=sys.stderr)
+            return 1
+        moved = await store.retire_sink(sink, f"sink {sink!r} was retired", now=time.time())
+        print(f"retired sink {sink!r}: {moved} event(s) it had yet to deliver are dead letters")
+        return 0
+    finally:
+        await store.close()
+
+
+def cmd_retire_sink(args: argparse.Namespace) -> int:
+    return asyncio.run(_retire_sink(load(args.config), args.sink))
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     with_config(
         sub.add_parser("migrate", help="create or upgrade the store's schema, then exit")
@@ -85,4 +112,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dl.add_argument("--id", type=int, action="append")
     dl.add_argument("--all", action="store_true")
     dl.add_argument("--limit", type=int, default=100)
+    dl.add_argument(
+        "--state",
+        choices=["dead", "requeued", "all"],
+        default="dead",
+        help="list: dead (default), requeued (waiting to go out again) or all",
+    )
     dl.set_defaults(func=cmd_dead_letters)
+    rs = with_config(
+        sub.add_parser(
+            "retire-sink",
+            help="a sink removed from the config: dead-letter what it still had, drop its cursor",
+        )
+    )
+    rs.add_argument("sink", help="the removed sink's name")
+    rs.set_defaults(func=cmd_retire_sink)

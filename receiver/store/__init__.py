@@ -8,6 +8,7 @@ from receiver.store._commit import Admission
 from receiver.store.base import (
     DeadEvent,
     DeadLetter,
+    DeadLetterState,
     IngestOutcome,
     IngestResult,
     Lease,
@@ -29,6 +30,7 @@ from receiver.store.sqlite import SQLiteStore, sqlite_path
 __all__ = [
     "DeadEvent",
     "DeadLetter",
+    "DeadLetterState",
     "IngestOutcome",
     "IngestResult",
     "Lease",

@@ -328,8 +328,13 @@ def _where(sink: str | None, ids: Sequence[int] | None, table: str = "") -> tupl
     return clause, args
 
 
-async def dead_letters(conn: Conn, sink: str | None, limit: int, after_id: int) -> list[DeadLetter]:
+async def dead_letters(
+    conn: Conn, sink: str | None, limit: int, after_id: int, state: str
+) -> list[DeadLetter]:
     clause, args = _where(sink, None, "d")
+    if state != "all":
+        clause += " AND d.state = %s"
+        args.append(state)
     cur = await conn.execute(
         "SELECT d.id, d.sink, e.event_id, e.event_type, e.received_at, d.attempts,"
         " d.dead_at, d.error, d.state FROM dead_letters d JOIN events e ON e.seq = d.seq"

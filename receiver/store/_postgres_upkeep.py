@@ -114,7 +114,9 @@ class Upkeep:
             )
             row = await cur.fetchone()
             held, dead_bytes, dead_events = (int(x) for x in row) if row else (0, 0, 0)
-            cur = await conn.execute("SELECT sink, count(*) FROM dead_letters GROUP BY sink")
+            cur = await conn.execute(
+                "SELECT sink, count(*) FROM dead_letters WHERE state = 'dead' GROUP BY sink"
+            )
             dead = {r[0]: int(r[1]) for r in await cur.fetchall()}
             cur = await conn.execute("SELECT sink, xid, seq, routes, attempts FROM cursors")
             per: dict[str, SinkStats] = {}

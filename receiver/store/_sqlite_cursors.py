@@ -334,9 +334,12 @@ def where_dead(
 
 
 def dead_letters(
-    db: sqlite3.Connection, sink: str | None, limit: int, after_id: int
+    db: sqlite3.Connection, sink: str | None, limit: int, after_id: int, state: str
 ) -> list[DeadLetter]:
     clause, args = where_dead(sink, None, "d")
+    if state != "all":
+        clause += " AND d.state = ?"
+        args.append(state)
     rows = db.execute(
         "SELECT d.id, d.sink, e.event_id, e.event_type, e.received_at, d.attempts,"
         " d.dead_at, d.error, d.state FROM dead_letters d JOIN events e ON e.seq = d.seq"

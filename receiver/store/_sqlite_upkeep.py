@@ -103,7 +103,11 @@ class Upkeep:
             dead_bytes, dead_events = db.execute(
                 "SELECT coalesce(sum(size), 0), count(*) FROM dead_letters"
             ).fetchone()
-            dead = dict(db.execute("SELECT sink, count(*) FROM dead_letters GROUP BY sink"))
+            dead = dict(
+                db.execute(
+                    "SELECT sink, count(*) FROM dead_letters WHERE state = 'dead' GROUP BY sink"
+                )
+            )
             per: dict[str, SinkStats] = {}
             for sink, seq, routes, attempts in db.execute(
                 "SELECT sink, seq, routes, attempts FROM cursors"

@@ -32,13 +32,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from sinks import Event
 
 __all__ = [
     "DeadEvent",
     "DeadLetter",
+    "DeadLetterState",
     "IngestOutcome",
     "IngestResult",
     "Lease",
@@ -56,6 +57,8 @@ __all__ = [
     "StoreStats",
     "event_from_row",
 ]
+
+DeadLetterState = Literal["dead", "requeued", "all"]
 
 Position = tuple[int, int]
 """A place in the log: (writing transaction id, seq); SQLite's xid is always 0."""
@@ -215,7 +218,7 @@ class DeadLetter:
 @dataclass(frozen=True, slots=True)
 class SinkStats:
     pending: int = 0  # log events after the cursor (all types; bounded count)
-    dead: int = 0
+    dead: int = 0  # in state "dead" (re-queued ones are not counted)
     oldest_pending_received_at: float | None = None
     attempts: int = 0  # charged failures of the event at the head
 
@@ -332,8 +335,14 @@ class Store(Protocol):
     # -- dead letters ----------------------------------------------------------------
 
     async def dead_letters(
-        self, *, sink: str | None = None, limit: int = 100, after_id: int = 0
-    ) -> list[DeadLetter]: ...
+        self,
+        *,
+        sink: str | None = None,
+        limit: int = 100,
+        after_id: int = 0,
+        state: DeadLetterState = "dead",
+    ) -> list[DeadLetter]:
+        """Dead letters by id; ``state`` "requeued" lists those waiting to go out again."""
 
     async def requeue_dead(
         self, *, sink: str | None = None, ids: Sequence[int] | None = None, now: float

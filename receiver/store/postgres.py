@@ -50,6 +50,7 @@ from receiver.store._postgres_sql import (
 from receiver.store._postgres_upkeep import Upkeep
 from receiver.store.base import (
     DeadLetter,
+    DeadLetterState,
     IngestResult,
     Lease,
     LogBatch,
@@ -355,9 +356,14 @@ class PostgresStore:
     # -- dead letters -----------------------------------------------------------------
 
     async def dead_letters(
-        self, *, sink: str | None = None, limit: int = 100, after_id: int = 0
+        self,
+        *,
+        sink: str | None = None,
+        limit: int = 100,
+        after_id: int = 0,
+        state: DeadLetterState = "dead",
     ) -> list[DeadLetter]:
-        return await self._in_conn(lambda c: ops.dead_letters(c, sink, limit, after_id))
+        return await self._in_conn(lambda c: ops.dead_letters(c, sink, limit, after_id, state))
 
     async def requeue_dead(
         self, *, sink: str | None = None, ids: Sequence[int] | None = None, now: float

@@ -44,6 +44,7 @@ from receiver.store._sqlite_sql import INSERT_EVENT_COLS, MIGRATIONS, SCHEMA_VER
 from receiver.store._sqlite_upkeep import Upkeep
 from receiver.store.base import (
     DeadLetter,
+    DeadLetterState,
     IngestResult,
     Lease,
     LogBatch,
@@ -119,7 +120,6 @@ class SQLiteStore:
         # Spool counters (bytes, events): changed after commits, on the writer thread.
         self._spool_lock = threading.Lock()
         self._spool = [0, 0]
-        self._recounted_at = 0.0
         self.upkeep = Upkeep(self)
         self.migrated: SchemaVersion | None = None
 
@@ -227,7 +227,7 @@ class SQLiteStore:
         self.synchronous(db, "FULL")  # this commit is what the 2xx promises
         db.execute("BEGIN IMMEDIATE")
         try:
-            p = self._plan(db, items)
+            p = self._plan(items)
             take = sorted(p.take)  # arrival order: the log keeps the order requests came in
             stored = self._insert(db, [items[i] for i in take])
             held = self._held(db, [items[i] for i in p.over])
@@ -242,22 +242,16 @@ class SQLiteStore:
             self._spool[1] += len(added)
         return _group.answers(items, p, stored, held)
 
-    def _plan(self, db: sqlite3.Connection, items: Sequence[NewEvent]) -> _group.Plan:
+    def _plan(self, items: Sequence[NewEvent]) -> _group.Plan:
         with self._spool_lock:
             spool_bytes, spool_events = self._spool
-        p = _group.plan(
+        return _group.plan(
             items,
             spool_bytes=spool_bytes,
             spool_events=spool_events,
             max_bytes=self.max_spool_bytes,
             max_events=self.max_spool_events,
         )
-        if p.over and time.monotonic() - self._recounted_at >= 1.0:
-            # Space may have been freed by another process (a CLI purge): look again
-            # before refusing, at most once a second.
-            self._recount(db)
-            return self._plan(db, items) if self._spool != [spool_bytes, spool_events] else p
-        return p
 
     @staticmethod
     def _insert(db: sqlite3.Connection, events: Sequence[NewEvent]) -> dict[_group.Key, int]:
@@ -301,18 +295,14 @@ class SQLiteStore:
         return held
 
     def _recount(self, db: sqlite3.Connection) -> None:
-        """Recount the spool counters from the file (others may have purged).
-
-        Runs on the writer thread, where every other counter change happens, so no
-        commit can slip between the count and the assignment.
-        """
+        """Count the spool from the file, at open. From then on only this process
+        changes it (ingest adds, release subtracts, both on the writer thread)."""
         b, n = db.execute(
             "SELECT coalesce(sum(size), 0), count(*) FROM events WHERE body IS NOT NULL"
             " AND seq > (SELECT coalesce(value, 0) FROM meta WHERE key = 'released_upto')"
         ).fetchone()
         with self._spool_lock:
             self._spool = [int(b), int(n)]
-        self._recounted_at = time.monotonic()
 
     def uncount(self, freed_bytes: int, freed_events: int) -> None:
         with self._spool_lock:
@@ -368,9 +358,14 @@ class SQLiteStore:
     # -- dead letters ---------------------------------------------------------------
 
     async def dead_letters(
-        self, *, sink: str | None = None, limit: int = 100, after_id: int = 0
+        self,
+        *,
+        sink: str | None = None,
+        limit: int = 100,
+        after_id: int = 0,
+        state: DeadLetterState = "dead",
     ) -> list[DeadLetter]:
-        return await self.look(lambda db: ops.dead_letters(db, sink, limit, after_id))
+        return await self.look(lambda db: ops.dead_letters(db, sink, limit, after_id, state))
 
     async def requeue_dead(
         self, *, sink: str | None = None, ids: Sequence[int] | None = None, now: float

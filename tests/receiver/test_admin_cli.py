@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from receiver.store import SQLiteStore
+from receiver.store import Route, SQLiteStore
 from tests.harness import (
     ADMIN_TOKEN,
     SECRET,
@@ -43,16 +43,13 @@ def make_dead_letters(server: ReceiverProcess, n: int, prefix: str, sink: str) -
         store = SQLiteStore(server.tmp / "spool.db")
         await store.open()
         try:
+            await store.ensure_cursors([Route(sink, ("*",))])
             for i in range(n):
                 await store.ingest(
                     stored_event(f"{prefix}-{i}", event_type="rule.patch_applied", sinks=(sink,))
                 )
-            claimed = await store.claim(
-                sink, limit=100, max_bytes=10**6, now=time.time(), lease_seconds=60
-            )
-            await store.mark_dead(
-                [(c.outbox_id, "permanent: test") for c in claimed], now=time.time()
-            )
+            # The sink is gone from the config: what it still had becomes dead letters.
+            await store.retire_sink(sink, "permanent: test", now=time.time())
         finally:
             await store.close()
 

@@ -33,10 +33,10 @@ def test_migrate_creates_then_reports_up_to_date(config_file: Path) -> None:
     """The first migrate creates the schema; a second finds nothing to do."""
     first = _cli("migrate", "--config", str(config_file), cwd=config_file.parent)
     assert first.returncode == 0, first.stderr
-    assert "migrated from version 0 to 1" in first.stdout
+    assert "migrated from version 0 to 2" in first.stdout
     second = _cli("migrate", "--config", str(config_file), cwd=config_file.parent)
     assert second.returncode == 0, second.stderr
-    assert "up to date (version 1)" in second.stdout
+    assert "up to date (version 2)" in second.stdout
 
 
 @pytest.mark.parametrize("role", ["ingress", "dispatch"])

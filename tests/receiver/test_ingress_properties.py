@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +123,9 @@ def test_signed_bodies_never_crash(harness: Harness, body: bytes) -> None:
 
 
 class BrokenStore(SQLiteStore):
-    async def ingest(self, event: NewEvent) -> IngestResult:
+    async def ingest(
+        self, event: NewEvent, *, alive: Callable[[], bool] | None = None
+    ) -> IngestResult:
         raise StoreError("disk gone")
 
 

@@ -1,14 +1,14 @@
-"""SQLite store specifics: durability settings, restart, pruning, quota and body release."""
+"""SQLite store specifics: durability settings, restart, pruning, quota, body release, leases."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
 from dataclasses import replace
 from pathlib import Path
 
-from receiver.store import IngestOutcome, NewEvent, SQLiteStore
+from receiver.store import DeadEvent, IngestOutcome, NewEvent, Progress, Route, SQLiteStore
+from tests.receiver.store.backends import ALL, drain, lease_on
 
 EV = NewEvent(
     source="bighub",
@@ -64,21 +64,22 @@ def test_dedup_survives_restart(tmp_path: Path) -> None:
     assert run(ingest()) is IngestOutcome.DUPLICATE
 
 
-def test_body_released_when_every_sink_has_it_then_pruned(tmp_path: Path) -> None:
-    """The body is dropped once all sinks delivered; the id is pruned after the window."""
+def test_body_released_when_every_cursor_passed_it_then_pruned(tmp_path: Path) -> None:
+    """The body is dropped once every cursor passed it; the id is pruned after the window."""
 
     async def go() -> None:
         store = SQLiteStore(tmp_path / "s.db", dedup_window_seconds=100)
         await store.open()
         try:
+            await store.ensure_cursors([Route("a", ALL), Route("b", ALL)])
             await store.ingest(EV)
             assert (await store.stats()).spool_events == 1
-            a = await store.claim("a", limit=10, max_bytes=10**6, now=2000, lease_seconds=5)
-            await store.mark_delivered([c.outbox_id for c in a])
+            assert await drain(store, "a") == ["e1"]
+            await store.release()
             assert (await store.stats()).spool_events == 1  # sink b still needs it
-            assert await store.prune(now=5000) == 0  # not prunable while b is pending
-            b = await store.claim("b", limit=10, max_bytes=10**6, now=2000, lease_seconds=5)
-            await store.mark_delivered([c.outbox_id for c in b])
+            assert await store.prune(now=5000) == 0  # not prunable while b has it to do
+            assert await drain(store, "b") == ["e1"]
+            await store.release()
             stats = await store.stats()
             assert (stats.spool_events, stats.spool_bytes, stats.events_held) == (0, 0, 1)
             assert await store.prune(now=1050) == 0  # inside the window: still deduplicated
@@ -101,12 +102,16 @@ def test_dead_letters_keep_the_event(tmp_path: Path) -> None:
         await store.open()
         try:
             await store.ingest(replace(EV, sinks=("a",)))
-            a = await store.claim("a", limit=10, max_bytes=10**6, now=2000, lease_seconds=5)
-            await store.mark_dead([(a[0].outbox_id, "permanent: x")], now=2000)
+            lease = await lease_on(store)
+            batch = await store.read(lease, Route("a", ALL), limit=10, max_bytes=10**6)
+            dead = DeadEvent(batch.events[0].seq, batch.positions[0], 1, "permanent: x")
+            await store.advance(lease, Progress(batch.scanned_to, dead=(dead,)))
+            await store.release()
             assert await store.prune(now=10**9) == 0
-            assert (await store.stats()).spool_events == 1
+            stats = await store.stats()
+            assert (stats.spool_events, stats.dead_events, stats.dead_bytes) == (0, 1, len(EV.body))
             assert await store.requeue_dead(now=3000) == 1
-            again = await store.claim("a", limit=10, max_bytes=10**6, now=3000, lease_seconds=5)
+            again = await store.requeued("a", now=3000, limit=10, max_bytes=10**6)
             assert again[0].event.body == EV.body
             assert again[0].attempts == 0
         finally:
@@ -133,36 +138,18 @@ def test_quota_refuses_new_but_answers_duplicates(tmp_path: Path) -> None:
     run(go())
 
 
-def test_leases_hide_rows_until_released(tmp_path: Path) -> None:
-    """A leased row is not claimed again until the lease ends or leases are released."""
+def test_the_owning_process_clears_leases_left_by_a_crash(tmp_path: Path) -> None:
+    """serve owns the file: at open it drops leases a killed predecessor still held."""
 
     async def go() -> None:
-        store = SQLiteStore(tmp_path / "s.db")
+        crashed = SQLiteStore(tmp_path / "s.db")
+        await crashed.open()
+        assert await crashed.acquire("a", "crashed", lease_seconds=3600) is not None
+        await crashed.close()
+        store = SQLiteStore(tmp_path / "s.db", exclusive=True)
         await store.open()
         try:
-            await store.ingest(replace(EV, sinks=("a",)))
-            now = time.time()
-            assert (
-                len(await store.claim("a", limit=5, max_bytes=10**6, now=now, lease_seconds=60))
-                == 1
-            )
-            assert (
-                await store.claim("a", limit=5, max_bytes=10**6, now=now + 1, lease_seconds=60)
-                == []
-            )
-            assert (
-                len(
-                    await store.claim("a", limit=5, max_bytes=10**6, now=now + 61, lease_seconds=60)
-                )
-                == 1
-            )
-            await store.release_leases()
-            assert (
-                len(
-                    await store.claim("a", limit=5, max_bytes=10**6, now=now + 62, lease_seconds=60)
-                )
-                == 1
-            )
+            assert await store.acquire("a", "next", lease_seconds=60) is not None
         finally:
             await store.close()
 
@@ -188,49 +175,3 @@ def test_newer_schema_refused(tmp_path: Path) -> None:
 
     with pytest.raises(StoreError, match="newer"):
         run(go())
-
-
-def test_quota_notices_space_freed_by_another_process(tmp_path: Path) -> None:
-    """After a purge in another process (CLI), the server's next refusal recounts first."""
-
-    async def go() -> None:
-        server = SQLiteStore(tmp_path / "s.db", max_spool_events=1)
-        await server.open()
-        cli = SQLiteStore(tmp_path / "s.db")
-        await cli.open()
-        try:
-            await server.ingest(replace(EV, sinks=("a",)))
-            claimed = await server.claim("a", limit=5, max_bytes=10**6, now=2000, lease_seconds=5)
-            await server.mark_dead([(claimed[0].outbox_id, "x")], now=2000)
-            assert (await server.ingest(replace(EV, event_id="e2"))).outcome is IngestOutcome.QUOTA
-            assert await cli.purge_dead() == 1
-            server._recounted_at = 0.0  # the once-a-second limit, elapsed
-            assert (
-                await server.ingest(replace(EV, event_id="e2"))
-            ).outcome is IngestOutcome.ACCEPTED
-        finally:
-            await cli.close()
-            await server.close()
-
-    run(go())
-
-
-def test_group_commit_survives_an_unexpected_error(tmp_path: Path) -> None:
-    """A non-SQLite error in one group fails that group (StoreError -> 503), not the writer."""
-    import pytest
-
-    from receiver.errors import StoreError
-
-    async def go() -> None:
-        store = SQLiteStore(tmp_path / "s.db")
-        await store.open()
-        try:
-            broken = replace(EV, event_id="bad", body=None)  # type: ignore[arg-type]
-            with pytest.raises(StoreError):
-                await store.ingest(broken)
-            assert (await store.ingest(EV)).outcome is IngestOutcome.ACCEPTED
-            assert await store.writable() is True
-        finally:
-            await store.close()
-
-    run(go())

@@ -1,8 +1,8 @@
 """Child process of the S3 crash test (run as ``python -m tests.sinks.s3_crash_child``).
 
 Runs the real dispatcher and S3 sink over a spool and dies by SIGKILL at the first
-outbox commit: the first batch's objects and manifest are in the bucket, its outbox
-rows are still pending (and leased), exactly the crash between PUT and commit.
+cursor write: the first batch's objects and manifest are in the bucket, the cursor
+has not moved, exactly the crash between PUT and commit.
 Args: the spool path; the sink's settings as JSON in ``S3_CRASH_CONFIG``.
 """
 
@@ -13,13 +13,12 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from receiver.dispatcher import Dispatcher
 from receiver.metrics import Metrics
-from receiver.store import SQLiteStore
+from receiver.store import Lease, Progress, SQLiteStore
 from sinks.s3 import S3Config, S3Sink
 
 
@@ -32,9 +31,11 @@ class CommitKills:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    async def mark_delivered(self, outbox_ids: Sequence[int]) -> None:
-        print(json.dumps({"claimed": len(outbox_ids)}), flush=True)
+    async def advance(self, lease: Lease, progress: Progress) -> Lease:
+        # Every event is routed here, so seqs are contiguous: the batch's size.
+        print(json.dumps({"claimed": progress.position[1] - lease.position[1]}), flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
+        raise AssertionError("unreachable")
 
 
 async def main(spool: Path, config: dict[str, Any]) -> None:

@@ -1,5 +1,5 @@
 """The S3 sink driven by the real dispatcher and SQLite spool: batching by count, bytes
-and age; a crash between the PUT and the outbox commit; S3 unreachable."""
+and age; a crash between the PUT and the cursor write; S3 unreachable."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from receiver.dispatcher import Dispatcher
 from receiver.metrics import Metrics
 from receiver.service import Service
 from receiver.settings import load_settings
-from receiver.store import IngestOutcome, NewEvent, SQLiteStore
+from receiver.store import IngestOutcome, NewEvent, Route, SQLiteStore
 from sinks.s3 import S3Config, S3Sink, verify_archive
 from sinks.s3.sink import api_for
 from tests.harness import ROOT, SECRET
@@ -75,6 +75,7 @@ async def run_dispatcher(
     """
     store = SQLiteStore(tmp / "spool.db")
     await store.open()
+    await store.ensure_cursors([Route(cfg.name, tuple(cfg.events))])  # as serve does
     dispatcher = Dispatcher(S3Sink(cfg), cfg, store, Metrics(), poll_seconds=0.05)
     dispatcher.start()
     try:
@@ -279,6 +280,7 @@ def test_s3_unreachable_holds_events_uncharged_until_it_returns(
             )
             store = SQLiteStore(tmp_path / "spool.db")
             await store.open()
+            await store.ensure_cursors([Route(cfg.name, tuple(cfg.events))])
             dispatcher = Dispatcher(S3Sink(cfg), cfg, store, Metrics(), poll_seconds=0.05)
             dispatcher.start()
             try:
