@@ -10,6 +10,7 @@ from receiver.settings import (
     AdminSettings,
     IngressSettings,
     LogSettings,
+    ServeSettings,
     StoreSettings,
     UpstreamSettings,
 )
@@ -20,7 +21,15 @@ README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
 @pytest.mark.parametrize(
     "model",
-    [IngressSettings, StoreSettings, AdminSettings, LogSettings, UpstreamSettings, SinkConfig],
+    [
+        IngressSettings,
+        StoreSettings,
+        ServeSettings,
+        AdminSettings,
+        LogSettings,
+        UpstreamSettings,
+        SinkConfig,
+    ],
 )
 def test_every_setting_in_readme(model: type) -> None:
     """Each configuration key appears in the README's configuration reference."""
