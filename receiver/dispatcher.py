@@ -268,18 +268,21 @@ class Dispatcher:
         # After a whole batch failed at its last attempt, the head goes alone.
         limit = 1 if lease.attempts >= self.policy.max_attempts else self.config.batch_max_events
         batch = await self.store.read(
-            lease, self.route, limit=limit, max_bytes=self.config.batch_max_bytes
+            lease,
+            self.route,
+            limit=limit,
+            max_bytes=self.config.batch_max_bytes,
+            fill_wait=self.config.batch_max_wait_seconds if limit > 1 else 0.0,
+            now=now,
         )
+        if batch.ready_at is not None:
+            # Not full and not old enough: wake early only once enough new events arrived
+            # to fill a batch, not on every single one (that made each request a read).
+            self._arrived += len(batch.positions)
+            await self._sleep(min(batch.ready_at - now, self.poll_seconds), until_full=True)
+            return
         if not batch.events:
             await self._idle(lease, batch)
-            return
-        wait = self.config.batch_max_wait_seconds
-        ready_at = batch.events[0].received_at + wait
-        if not batch.more and limit > 1 and wait > 0 and ready_at > now:
-            # Wake early only once enough new events arrived to fill a batch, not on
-            # every single one (that turned each request into a store read).
-            self._arrived += len(batch.events)
-            await self._sleep(min(ready_at - now, self.poll_seconds), until_full=True)
             return
         await self._deliver(lease, batch)
 

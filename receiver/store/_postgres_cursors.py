@@ -110,7 +110,15 @@ async def release_lease(conn: Conn, lease: Lease) -> None:
     )
 
 
-async def read(conn: Conn, lease: Lease, route: Route, limit: int, max_bytes: int) -> LogBatch:
+async def read(
+    conn: Conn,
+    lease: Lease,
+    route: Route,
+    limit: int,
+    max_bytes: int,
+    fill_wait: float = 0.0,
+    now: float = 0.0,
+) -> LogBatch:
     end = await horizon(conn)  # rows up to here are final; later ones sort after them
     cursor = lease.position
     if end <= cursor:
@@ -118,7 +126,7 @@ async def read(conn: Conn, lease: Lease, route: Route, limit: int, max_bytes: in
     match = matcher(route.patterns)
     scan = limit if match is None else max(limit * _SCAN_FACTOR, 2000)
     cur = await conn.execute(
-        "SELECT xid, seq, event_type, size FROM events e"
+        "SELECT xid, seq, event_type, size, received_at FROM events e"
         " WHERE (xid, seq) > (%s, %s) AND (xid, seq) <= (%s, %s) AND body IS NOT NULL"
         " AND NOT EXISTS (SELECT 1 FROM cursor_done d WHERE d.sink = %s AND d.seq = e.seq)"
         " ORDER BY xid, seq LIMIT %s",
@@ -128,12 +136,15 @@ async def read(conn: Conn, lease: Lease, route: Route, limit: int, max_bytes: in
     chosen: list[Position] = []
     size = 0
     scanned_to, more = end, False
-    for xid, seq, event_type, n in light:
+    first_at = 0.0
+    for xid, seq, event_type, n, received_at in light:
         if match is not None and not match(event_type):
             continue
         if len(chosen) == limit or (chosen and size + n > max_bytes):
             scanned_to, more = chosen[-1], True  # cut here: the rest waits
             break
+        if not chosen:
+            first_at = float(received_at)
         chosen.append((int(xid), int(seq)))
         size += n
     else:
@@ -141,6 +152,8 @@ async def read(conn: Conn, lease: Lease, route: Route, limit: int, max_bytes: in
             scanned_to, more = (int(light[-1][0]), int(light[-1][1])), True
     if not chosen:
         return LogBatch((), (), max(cursor, scanned_to), more)
+    if fill_wait > 0 and not more and first_at + fill_wait > now:
+        return LogBatch((), tuple(chosen), cursor, ready_at=first_at + fill_wait)
     # Binary results: bodies arrive as bytes instead of hex text twice their size.
     bcur = conn.cursor(binary=True)
     await bcur.execute(

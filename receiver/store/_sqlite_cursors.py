@@ -120,14 +120,20 @@ def release_lease(db: sqlite3.Connection, lease: Lease) -> None:
 
 
 def read(
-    db: sqlite3.Connection, lease: Lease, route: Route, limit: int, max_bytes: int
+    db: sqlite3.Connection,
+    lease: Lease,
+    route: Route,
+    limit: int,
+    max_bytes: int,
+    fill_wait: float = 0.0,
+    now: float = 0.0,
 ) -> LogBatch:
     cursor = lease.position[1]
     end = head(db)  # first: anything committed later has a larger seq (one writer)
     match = matcher(route.patterns)
     scan = limit if match is None else max(limit * _SCAN_FACTOR, 2000)
     light = db.execute(
-        "SELECT seq, event_type, size FROM events e WHERE seq > ? AND seq <= ?"
+        "SELECT seq, event_type, size, received_at FROM events e WHERE seq > ? AND seq <= ?"
         " AND body IS NOT NULL AND NOT EXISTS"
         " (SELECT 1 FROM cursor_done d WHERE d.sink = ? AND d.seq = e.seq)"
         " ORDER BY seq LIMIT ?",
@@ -137,13 +143,16 @@ def read(
     size = 0
     scanned_to = end
     more = False
-    for seq, event_type, n in light:
+    first_at = 0.0
+    for seq, event_type, n, received_at in light:
         if match is not None and not match(event_type):
             continue
         if len(chosen) == limit or (chosen and size + n > max_bytes):
             scanned_to = chosen[-1]  # cut here: the rest waits for the next batch
             more = True
             break
+        if not chosen:
+            first_at = received_at
         chosen.append(seq)
         size += n
     else:
@@ -152,6 +161,9 @@ def read(
             more = True
     if not chosen:
         return LogBatch((), (), (0, max(cursor, scanned_to)), more)
+    if fill_wait > 0 and not more and first_at + fill_wait > now:
+        held = tuple((0, seq) for seq in chosen)  # what is there so far, not loaded
+        return LogBatch((), held, lease.position, ready_at=first_at + fill_wait)
     rows = db.execute(
         f"SELECT {EVENT_COLS} FROM events e WHERE e.seq IN ({marks(len(chosen))}) ORDER BY e.seq",
         chosen,

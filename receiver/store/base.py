@@ -151,12 +151,15 @@ class LogBatch:
     ``scanned_to``: every log row up to this position that the sink's routes take is
     in ``events`` (or in its done set); the cursor may move here once they are handled.
     ``more``: the read stopped before the end of the log (the batch is full).
+    ``ready_at``: set when the read held back a batch that is neither full nor old
+    enough to go (see ``Store.read``): read again then, or once more events arrived.
     """
 
     events: tuple[Event, ...]
     positions: tuple[Position, ...]
     scanned_to: Position
     more: bool = False
+    ready_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,9 +305,23 @@ class Store(Protocol):
     async def release_lease(self, lease: Lease) -> None:
         """Give the lease up (clean shutdown), so a standby takes over at once."""
 
-    async def read(self, lease: Lease, route: Route, *, limit: int, max_bytes: int) -> LogBatch:
+    async def read(
+        self,
+        lease: Lease,
+        route: Route,
+        *,
+        limit: int,
+        max_bytes: int,
+        fill_wait: float = 0.0,
+        now: float = 0.0,
+    ) -> LogBatch:
         """Routed events after the cursor, skipping its done set, in log order; cut at
-        ``limit`` events or ``max_bytes`` of bodies (the first event always comes)."""
+        ``limit`` events or ``max_bytes`` of bodies (the first event always comes).
+
+        With ``fill_wait``, a batch that is not full and whose oldest event arrived less
+        than ``fill_wait`` before ``now`` is not loaded (no bodies are read): the answer
+        has no events (``positions`` says how many are there so far) and ``ready_at``
+        says when the batch is due."""
 
     async def advance(self, lease: Lease, progress: Progress) -> Lease:
         """Write an outcome in one transaction: cursor, head state, done set, dead letters.

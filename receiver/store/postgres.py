@@ -329,8 +329,19 @@ class PostgresStore:
     async def release_lease(self, lease: Lease) -> None:
         await self._in_conn(lambda c: ops.release_lease(c, lease))
 
-    async def read(self, lease: Lease, route: Route, *, limit: int, max_bytes: int) -> LogBatch:
-        return await self._in_conn(lambda c: ops.read(c, lease, route, limit, max_bytes))
+    async def read(
+        self,
+        lease: Lease,
+        route: Route,
+        *,
+        limit: int,
+        max_bytes: int,
+        fill_wait: float = 0.0,
+        now: float = 0.0,
+    ) -> LogBatch:
+        return await self._in_conn(
+            lambda c: ops.read(c, lease, route, limit, max_bytes, fill_wait, now)
+        )
 
     async def advance(self, lease: Lease, progress: Progress) -> Lease:
         return await self._in_work(

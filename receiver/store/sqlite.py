@@ -332,8 +332,19 @@ class SQLiteStore:
     async def release_lease(self, lease: Lease) -> None:
         await self.work(lambda db: ops.release_lease(db, lease))
 
-    async def read(self, lease: Lease, route: Route, *, limit: int, max_bytes: int) -> LogBatch:
-        return await self.look(lambda db: ops.read(db, lease, route, limit, max_bytes))
+    async def read(
+        self,
+        lease: Lease,
+        route: Route,
+        *,
+        limit: int,
+        max_bytes: int,
+        fill_wait: float = 0.0,
+        now: float = 0.0,
+    ) -> LogBatch:
+        return await self.look(
+            lambda db: ops.read(db, lease, route, limit, max_bytes, fill_wait, now)
+        )
 
     async def advance(self, lease: Lease, progress: Progress) -> Lease:
         return await self.work(

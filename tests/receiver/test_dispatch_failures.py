@@ -46,9 +46,9 @@ class FlakyStore:
             raise StoreError("sqlite: database is locked")
         return await self.store.advance(lease, progress)
 
-    async def read(self, lease: Lease, route: Route, *, limit: int, max_bytes: int) -> LogBatch:
+    async def read(self, lease: Lease, route: Route, **kw: Any) -> LogBatch:
         self.reads += 1
-        batch = await self.store.read(lease, route, limit=limit, max_bytes=max_bytes)
+        batch = await self.store.read(lease, route, **kw)
         if self.read_delay:
             await asyncio.sleep(self.read_delay)
         return batch
