@@ -8,6 +8,8 @@
     │   ├── TimestampError    timestamp outside the tolerance
     │   └── MismatchError     no configured secret produces a sent signature
     ├── EnvelopeError         the verified body is not a usable BIGHUB event (400)
+    ├── BodyTimeoutError      the client did not send the whole body in time (408);
+    │                         raised by the edge's ``receive`` into the application
     └── StoreError            the spool cannot take the write now (503)
         └── QuotaExceededError  the spool is over its quota (503)
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 __all__ = [
+    "BodyTimeoutError",
     "ConfigError",
     "EnvelopeError",
     "HeaderError",
@@ -64,6 +67,10 @@ class EnvelopeError(ReceiverError):
         self.code = code
         self.detail = detail
         super().__init__(detail)
+
+
+class BodyTimeoutError(ReceiverError):
+    """The request body did not arrive within the body timeout; answer 408 and close."""
 
 
 class StoreError(ReceiverError):

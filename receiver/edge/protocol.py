@@ -1,0 +1,369 @@
+"""uvicorn's httptools protocol with the edge limits enforced as bytes arrive.
+
+A connection is always in one phase, and each phase has one deadline (one timer):
+
+    new / keep-alive idle  no byte of a request yet: closed after the header timeout
+                           (new) or the keep-alive timeout (between requests)
+    headers                bytes counted against max_header_bytes before the parser sees
+                           them, fields against max_header_count: 431; deadline 408
+    body                   the body timeout from the end of the headers; past it the
+                           application's ``receive`` raises ``BodyTimeoutError`` (408)
+    busy                   the application has the whole request: no edge deadline
+
+Refusals write a complete JSON answer, half-close, and drain what the client still
+sends for a short while before closing: closing a socket with unread data makes the
+kernel send a reset that can destroy the answer before the client reads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import traceback
+from pathlib import Path
+from typing import Any, ClassVar
+
+import httptools
+import structlog
+from uvicorn._types import ASGI3Application, ASGIReceiveEvent
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+from receiver.edge.answers import Answers
+from receiver.edge.registry import BUSY, CLOSING, IDLE, READING, Edge
+from receiver.errors import BodyTimeoutError
+
+__all__ = ["EdgeCycle", "EdgeProtocol", "protocol_for"]
+
+log = structlog.get_logger(component="bighub_siem.edge")
+
+_BETWEEN, _HEADERS, _BODY = 0, 1, 2  # where the parser is in the request stream
+_LINGER_SECONDS = 1.0  # how long a refused connection drains before it is closed
+
+
+class _Refused(Exception):
+    """Raised from a parser callback to stop parsing; the reason is on the protocol."""
+
+
+def where(exc: BaseException) -> str:
+    """File, line and function where ``exc`` was raised, without its message.
+
+    An exception's text may quote the request (a JSON decoder's message does); its
+    location is enough to find the bug.
+    """
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "unknown"
+    last = frames[-1]
+    return f"{Path(last.filename).name}:{last.lineno} in {last.name}"
+
+
+class EdgeCycle(RequestResponseCycle):
+    """One request: uvicorn's cycle, with the body deadline and JSON error answers."""
+
+    body_timed_out = False
+
+    async def receive(self) -> ASGIReceiveEvent:
+        if self._timed_out():
+            raise BodyTimeoutError("the body did not arrive in time")
+        message = await super().receive()
+        if self._timed_out() and message["type"] == "http.request" and not message["body"]:
+            raise BodyTimeoutError("the body did not arrive in time")
+        return message
+
+    def _timed_out(self) -> bool:
+        return (
+            self.body_timed_out
+            and self.more_body
+            and not self.body
+            and not self.disconnected
+            and not self.response_complete
+        )
+
+    async def run_asgi(self, app: ASGI3Application) -> None:
+        # The last guard: our applications answer every client behaviour themselves, so
+        # reaching here is a bug; answer JSON, log where, never a traceback with text.
+        try:
+            result = await app(self.scope, self.receive, self.send)  # type: ignore[func-returns-value]
+        except BaseException as exc:  # uvicorn's own guard catches the same
+            if isinstance(exc, BodyTimeoutError):
+                await self._answer(408, "body_timeout", "the body did not arrive in time")
+            else:
+                log.error("asgi_app_failed", error=type(exc).__name__, where=where(exc))
+                await self._answer(500, "internal_error", "internal error")
+        else:
+            if result is not None or (not self.response_complete and self.response_started):
+                self.transport.close()
+            elif not self.response_started and not self.disconnected:
+                log.error("asgi_app_gave_no_response")
+                await self._answer(500, "internal_error", "internal error")
+        finally:
+            self.on_response = lambda: None
+
+    async def _answer(self, status: int, code: str, detail: str) -> None:
+        if self.response_started or self.disconnected:
+            self.transport.close()
+            return
+        body = f'{{"error":"{code}","detail":"{detail}"}}'.encode()
+        await self.send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await self.send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+class EdgeProtocol(HttpToolsProtocol):
+    """Bound to one listener's ``Edge`` by ``protocol_for``."""
+
+    edge: ClassVar[Edge]
+    answers: ClassVar[Answers]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._limits = self.edge.limits
+        self._parsing = _BETWEEN
+        self._requests = 0  # requests begun on this connection
+        self._header_room = 0
+        self._header_count = 0
+        self._phase_start = 0.0  # loop time the current request (or idleness) began
+        self._fresh = True  # no byte received yet
+        self._tier = IDLE
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._refusal = "bad_request"
+        self._closed = False
+
+    # -- connection -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._phase_start = self.loop.time()
+        if not self.edge.admit(self):
+            # At the cap with nothing to take: answer at once, never leave it hanging.
+            self._closed = True
+            self._linger(self.answers.connection_limit, register=False)
+            return
+        self._sync()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._disarm()
+        self.edge.forget(self)
+        super().connection_lost(exc)
+
+    def evict(self) -> None:
+        self._closed = True
+        self._disarm()
+        self.transport.close()
+
+    def _unset_keepalive_if_required(self) -> None:
+        self._disarm()  # uvicorn's keep-alive timer is replaced by the phase timer
+
+    # -- bytes in ---------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self._closed:
+            return  # refused: drained and dropped
+        if self._parsing == _BETWEEN:
+            self._begin()
+        while self._parsing == _HEADERS and len(data) > self._header_room:
+            # Only what fits the header budget reaches the parser (which would otherwise
+            # keep growing a header line in memory); the request must end within it.
+            head, data = data[: self._header_room], data[self._header_room :]
+            begun = self._requests
+            if not self._feed(head):
+                return
+            if self._parsing == _HEADERS and self._requests == begun:
+                self._refuse("header_too_large")
+                return
+        if self._parsing == _HEADERS:
+            self._header_room -= len(data)
+        if self._feed(data):
+            self._sync()
+
+    def _feed(self, data: bytes) -> bool:
+        """Parse; False when the connection was refused (or closed) meanwhile."""
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass  # no upgrades are offered; the request was answered as plain HTTP
+        except httptools.HttpParserError:
+            self._refuse(self._refusal)
+        return not self._closed
+
+    def _begin(self) -> None:
+        self._parsing = _HEADERS
+        self._requests += 1
+        self._header_room = self._limits.max_header_bytes
+        self._header_count = 0
+        self._phase_start = self.loop.time()
+        self._fresh = False
+
+    # -- parser callbacks ---------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._parsing == _BETWEEN:  # a pipelined request in the same read
+            self._begin()
+        super().on_message_begin()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > self._limits.max_header_count:
+            self._refusal = "too_many_headers"
+            raise _Refused
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._parsing = _BODY
+        self._phase_start = self.loop.time()
+        if len(self.pipeline) >= self._limits.max_pipelined:
+            self._refusal = "pipeline_overflow"
+            raise _Refused
+        http_version = self.parser.get_http_version()
+        self.scope["method"] = self.parser.get_method().decode("ascii")
+        if http_version != "1.1":
+            self.scope["http_version"] = http_version
+        parsed_url = httptools.parse_url(self.url)
+        raw_path = parsed_url.path
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            from urllib.parse import unquote
+
+            path = unquote(path)
+        self.scope["path"] = self.root_path + path
+        self.scope["raw_path"] = self.root_path.encode("ascii") + raw_path
+        self.scope["query_string"] = parsed_url.query or b""
+        existing = self.cycle
+        self.cycle = EdgeCycle(
+            scope=self.scope,
+            transport=self.transport,
+            flow=self.flow,
+            logger=self.logger,
+            access_logger=self.access_logger,
+            access_log=self.access_log,
+            default_headers=self.server_state.default_headers,
+            message_event=asyncio.Event(),
+            expect_100_continue=self.expect_100_continue,
+            keep_alive=http_version != "1.0" and self.parser.should_keep_alive(),
+            on_response=self.on_response_complete,
+        )
+        if existing is None or existing.response_complete:
+            self._start_asgi_task(self.cycle, self.app)
+        else:  # pipelined: queued until the one before it is answered
+            self.flow.pause_reading()
+            self.pipeline.appendleft((self.cycle, self.app))
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._parsing = _BETWEEN
+
+    def on_response_complete(self) -> None:
+        self.server_state.total_requests += 1
+        if self.transport.is_closing() or self._closed:
+            return
+        if self.cycle.more_body:
+            # Answered before its body arrived (401, 413, ...): the rest of the body is
+            # not read, so nothing after it can be trusted as the next request.
+            self._close()
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        self._sync()
+
+    # -- deadlines and tiers ----------------------------------------------------------------
+
+    def _sync(self) -> None:
+        """Put the connection in its tier and arm its phase's deadline."""
+        deadline: float | None
+        if self._parsing == _HEADERS:
+            tier, deadline = READING, self._phase_start + self._limits.header_timeout
+        elif self._parsing == _BODY:
+            tier = BUSY
+            timed_out = self.cycle is not None and self.cycle.body_timed_out  # type: ignore[attr-defined]
+            deadline = None if timed_out else self._phase_start + self._limits.body_timeout
+        elif self.pipeline or (self.cycle is not None and not self.cycle.response_complete):
+            tier, deadline = BUSY, None
+        else:
+            tier = IDLE
+            if self._tier != IDLE:
+                self._phase_start = self.loop.time()
+            wait = self._limits.header_timeout if self._fresh else self._limits.keepalive_timeout
+            deadline = self._phase_start + wait
+        if tier != self._tier:
+            self._tier = tier
+            self.edge.move(self, tier)
+        if deadline is None:
+            self._disarm()
+        elif self._timer is None or self._timer_at != deadline:
+            self._disarm()
+            self._timer_at = deadline
+            self._timer = self.loop.call_at(deadline, self._deadline)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _deadline(self) -> None:
+        self._timer = None
+        if self._closed or self.transport.is_closing():
+            return
+        if self._parsing == _HEADERS:
+            self._refuse("header_timeout")
+        elif self._parsing == _BODY:
+            # The application owns the request now: it is told through receive() and
+            # answers 408 itself, so its request line and metrics stay its own.
+            self.cycle.body_timed_out = True  # type: ignore[attr-defined]
+            self.cycle.message_event.set()
+        else:
+            self.edge.shed("idle_timeout")
+            self._close()
+
+    # -- refusing ---------------------------------------------------------------------
+
+    def _refuse(self, reason: str) -> None:
+        status = {"header_too_large": 431, "too_many_headers": 431, "header_timeout": 408}
+        client = self.client[0] if self.client else None
+        seconds = self.loop.time() - self._phase_start
+        self.edge.refused(reason, status.get(reason, 400), client, seconds)
+        answer = getattr(self.answers, reason, None)
+        answering = self.cycle is not None and not self.cycle.response_complete
+        if answer is None or answering:
+            # pipeline_overflow, or an earlier request's answer is being written: our
+            # bytes would interleave with it, so the connection just closes.
+            self._close()
+            return
+        self._closed = True
+        self._disarm()
+        self._linger(answer, register=True)
+
+    def _linger(self, answer: bytes, *, register: bool) -> None:
+        self.transport.write(answer)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        if register:
+            self._tier = CLOSING
+            self.edge.move(self, CLOSING)
+        self.loop.call_later(_LINGER_SECONDS, self.transport.close)
+
+    def _close(self) -> None:
+        self._closed = True
+        self._disarm()
+        self.edge.forget(self)
+        self.transport.close()
+
+
+def protocol_for(edge: Edge) -> type[EdgeProtocol]:
+    """The protocol class uvicorn instantiates per connection, bound to ``edge``."""
+    return type(
+        f"EdgeProtocol_{edge.name}",
+        (EdgeProtocol,),
+        {"edge": edge, "answers": Answers.build(edge.limits)},
+    )
