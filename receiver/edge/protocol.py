@@ -56,10 +56,36 @@ def where(exc: BaseException) -> str:
     return f"{Path(last.filename).name}:{last.lineno} in {last.name}"
 
 
+class _WriteBatch:
+    """Collects a response's writes so its head and body leave in one send() syscall."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.parts.append(data)
+
+    def flush(self) -> None:
+        if self.parts:
+            data = b"".join(self.parts)
+            self.parts.clear()
+            self.transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+
 class EdgeCycle(RequestResponseCycle):
-    """One request: uvicorn's cycle, with the body deadline and JSON error answers."""
+    """One request: uvicorn's cycle, with the body deadline, JSON error answers, and
+    the response head held back to go out with the first body part."""
 
     body_timed_out = False
+    _start: Any = None  # a response head waiting for its body
 
     async def receive(self) -> ASGIReceiveEvent:
         if self._timed_out():
@@ -77,6 +103,34 @@ class EdgeCycle(RequestResponseCycle):
             and not self.disconnected
             and not self.response_complete
         )
+
+    async def send(self, message: Any) -> None:
+        if message["type"] == "http.response.start" and not self.response_started:
+            self._start = message
+            return
+        start, self._start = self._start, None
+        if start is None:
+            await super().send(message)
+            return
+        real = self.transport
+        batch = _WriteBatch(real)
+        respond = self.on_response
+
+        def flushed_then_respond() -> None:
+            # Before the protocol moves on (next pipelined request, closing): bytes first.
+            batch.flush()
+            respond()
+
+        self.transport = batch  # type: ignore[assignment]
+        self.on_response = flushed_then_respond
+        try:
+            await super().send(start)
+            await super().send(message)
+        finally:
+            self.transport = real
+            if self.on_response is flushed_then_respond:
+                self.on_response = respond
+            batch.flush()
 
     async def run_asgi(self, app: ASGI3Application) -> None:
         # The last guard: our applications answer every client behaviour themselves, so
@@ -134,7 +188,8 @@ class EdgeProtocol(HttpToolsProtocol):
         self._fresh = True  # no byte received yet
         self._tier = IDLE
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
+        self._timer_at = 0.0  # when the pending timer fires
+        self._deadline_at: float | None = None  # when the current phase's deadline is
         self._refusal = "bad_request"
         self._closed = False
 
@@ -299,21 +354,31 @@ class EdgeProtocol(HttpToolsProtocol):
         if tier != self._tier:
             self._tier = tier
             self.edge.move(self, tier)
-        if deadline is None:
-            self._disarm()
-        elif self._timer is None or self._timer_at != deadline:
-            self._disarm()
-            self._timer_at = deadline
-            self._timer = self.loop.call_at(deadline, self._deadline)
+        # One timer per connection, re-armed lazily: a deadline that moves later (the
+        # keep-alive deadline after every answer) leaves the pending timer alone, which
+        # re-arms itself when it fires early. Steady keep-alive traffic arms no timers.
+        self._deadline_at = deadline
+        if deadline is not None and (self._timer is None or self._timer_at > deadline):
+            self._arm(deadline)
+
+    def _arm(self, deadline: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self.loop.call_at(deadline, self._deadline)
 
     def _disarm(self) -> None:
+        self._deadline_at = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
     def _deadline(self) -> None:
         self._timer = None
-        if self._closed or self.transport.is_closing():
+        if self._closed or self.transport.is_closing() or self._deadline_at is None:
+            return
+        if self._deadline_at > self.loop.time():
+            self._arm(self._deadline_at)  # the deadline moved on since this was armed
             return
         if self._parsing == _HEADERS:
             self._refuse("header_timeout")
