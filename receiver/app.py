@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from receiver.edge import where
 from receiver.endpoints import healthz, readyz
-from receiver.errors import BodyTimeoutError
+from receiver.errors import RequestBodyError
 from receiver.log import request_line
 from receiver.metrics import Metrics
 from receiver.service import Service
@@ -42,11 +42,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
 
 
-async def _body_timeout(request: Request, exc: Exception) -> Response:
+async def _body_error(request: Request, exc: Exception) -> Response:
+    status, code, detail = 400, "bad_request", "the request body could not be read"
+    if isinstance(exc, RequestBodyError):
+        status, code, detail = exc.status, exc.code, exc.detail
     return JSONResponse(
-        {"error": "body_timeout", "detail": "the body did not arrive in time"},
-        status_code=408,
-        headers={"Connection": "close"},
+        {"error": code, "detail": detail}, status_code=status, headers={"Connection": "close"}
     )
 
 
@@ -57,7 +58,7 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 
 json_http_errors: dict[Any, Any] = {
     HTTPException: _http_error,
-    BodyTimeoutError: _body_timeout,
+    RequestBodyError: _body_error,
     Exception: _internal_error,
 }
 

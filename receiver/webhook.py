@@ -27,7 +27,7 @@ from prometheus_client import Counter
 from receiver import signatures
 from receiver.edge import where
 from receiver.envelope import parse_envelope
-from receiver.errors import BodyTimeoutError, EnvelopeError, SignatureError, StoreError
+from receiver.errors import EnvelopeError, RequestBodyError, SignatureError, StoreError
 from receiver.log import request_line
 from receiver.service import Service
 from receiver.store import IngestOutcome, NewEvent
@@ -213,10 +213,8 @@ class Webhook:
         while more:
             try:
                 message = await receive()
-            except BodyTimeoutError:
-                raise _Refusal(
-                    408, "body_timeout", "the body did not arrive in time", close=True
-                ) from None
+            except RequestBodyError as exc:  # the edge's body timeout or framing checks
+                raise _Refusal(exc.status, exc.code, exc.detail, close=True) from None
             if message["type"] == "http.disconnect":
                 raise _Disconnected
             chunk = message.get("body", b"")

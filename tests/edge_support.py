@@ -206,21 +206,28 @@ def wait_closed(socks: list[socket.socket], timeout: float) -> set[socket.socket
     return set(by_fd.values())
 
 
-def read_one(sock: socket.socket, timeout: float = 5.0) -> bytes:
-    """One complete response (head and Content-Length body) from a kept-alive connection."""
+def read_responses(sock: socket.socket, count: int, timeout: float = 5.0) -> list[bytes]:
+    """``count`` complete responses (head + Content-Length body) from one connection."""
     sock.settimeout(timeout)
     data = b""
-    while b"\r\n\r\n" not in data:
+    found: list[bytes] = []
+    while len(found) < count:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        if sep:
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            if len(rest) >= length:
+                found.append(head + sep + rest[:length])
+                data = rest[length:]
+                continue
         chunk = sock.recv(65536)
-        assert chunk, data
+        assert chunk, (found, data)
         data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        assert chunk, data
-        body += chunk
-    return head + b"\r\n\r\n" + body
+    return found
+
+
+def read_one(sock: socket.socket, timeout: float = 5.0) -> bytes:
+    """One complete response from a kept-alive connection."""
+    return read_responses(sock, 1, timeout)[0]
 
 
 def status_of(response: bytes) -> int | None:

@@ -24,6 +24,7 @@ class EdgeLimits:
     body_timeout: float = 30.0
     keepalive_timeout: float = 65.0
     max_connections: int = 256
+    max_body_bytes: int = 1024 * 1024
     max_pipelined: int = MAX_PIPELINED
 
     @classmethod
@@ -40,4 +41,5 @@ class EdgeLimits:
             max_connections=(
                 ingress.max_connections if max_connections is None else max_connections
             ),
+            max_body_bytes=ingress.max_body_bytes,
         )

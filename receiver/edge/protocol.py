@@ -6,8 +6,11 @@ A connection is always in one phase, and each phase has one deadline (one timer)
                            (new) or the keep-alive timeout (between requests)
     headers                bytes counted against max_header_bytes before the parser sees
                            them, fields against max_header_count: 431; deadline 408
-    body                   the body timeout from the end of the headers; past it the
-                           application's ``receive`` raises ``BodyTimeoutError`` (408)
+    body                   bytes counted against what a body within max_body_bytes can
+                           take on the wire (chunk framing and trailers included); the body
+                           timeout from the end of the headers. Past either, or on broken
+                           framing, the application's ``receive`` raises a
+                           ``RequestBodyError`` (413 / 408 / 400) and it answers itself
     busy                   the application has the whole request: no edge deadline
 
 Refusals write a complete JSON answer, half-close, and drain what the client still
@@ -29,7 +32,12 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 
 from receiver.edge.answers import Answers
 from receiver.edge.registry import BUSY, CLOSING, IDLE, READING, Edge
-from receiver.errors import BodyTimeoutError
+from receiver.errors import (
+    BodyTimeoutError,
+    BodyTooLargeError,
+    MalformedBodyError,
+    RequestBodyError,
+)
 
 __all__ = ["EdgeCycle", "EdgeProtocol", "protocol_for"]
 
@@ -81,23 +89,24 @@ class _WriteBatch:
 
 
 class EdgeCycle(RequestResponseCycle):
-    """One request: uvicorn's cycle, with the body deadline, JSON error answers, and
-    the response head held back to go out with the first body part."""
+    """One request: uvicorn's cycle, with body errors raised from ``receive``, JSON
+    error answers, and the response head held back to go out with the first body part."""
 
-    body_timed_out = False
+    body_error: RequestBodyError | None = None  # set by the protocol; raised by receive()
     _start: Any = None  # a response head waiting for its body
 
     async def receive(self) -> ASGIReceiveEvent:
-        if self._timed_out():
-            raise BodyTimeoutError("the body did not arrive in time")
+        if self._failed():
+            raise self.body_error  # type: ignore[misc]
         message = await super().receive()
-        if self._timed_out() and message["type"] == "http.request" and not message["body"]:
-            raise BodyTimeoutError("the body did not arrive in time")
+        if self._failed() and message["type"] == "http.request" and not message["body"]:
+            raise self.body_error  # type: ignore[misc]
         return message
 
-    def _timed_out(self) -> bool:
+    def _failed(self) -> bool:
+        # Body bytes that arrived before the failure are handed over first.
         return (
-            self.body_timed_out
+            self.body_error is not None
             and self.more_body
             and not self.body
             and not self.disconnected
@@ -138,8 +147,11 @@ class EdgeCycle(RequestResponseCycle):
         try:
             result = await app(self.scope, self.receive, self.send)  # type: ignore[func-returns-value]
         except BaseException as exc:  # uvicorn's own guard catches the same
-            if isinstance(exc, BodyTimeoutError):
-                await self._answer(408, "body_timeout", "the body did not arrive in time")
+            if isinstance(exc, RequestBodyError):
+                await self._answer(exc.status, exc.code, exc.detail)
+            elif isinstance(exc, asyncio.CancelledError):  # shutdown past its grace period
+                await self._answer(503, "shutting_down", "the receiver is stopping; retry")
+                raise
             else:
                 log.error("asgi_app_failed", error=type(exc).__name__, where=where(exc))
                 await self._answer(500, "internal_error", "internal error")
@@ -182,7 +194,10 @@ class EdgeProtocol(HttpToolsProtocol):
         self._limits = self.edge.limits
         self._parsing = _BETWEEN
         self._requests = 0  # requests begun on this connection
-        self._header_room = 0
+        self._room = 0  # bytes the current phase may still pass to the parser
+        # On the wire, a body within max_body_bytes is at most this long: chunk framing
+        # (a client sending tiny chunks pays with its own budget) and trailers included.
+        self._body_wire = 2 * self._limits.max_body_bytes + self._limits.max_header_bytes
         self._header_count = 0
         self._phase_start = 0.0  # loop time the current request (or idleness) began
         self._fresh = True  # no byte received yet
@@ -223,21 +238,24 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._closed:
-            return  # refused: drained and dropped
+            return  # refused or failed: drained and dropped
         if self._parsing == _BETWEEN:
             self._begin()
-        while self._parsing == _HEADERS and len(data) > self._header_room:
-            # Only what fits the header budget reaches the parser (which would otherwise
-            # keep growing a header line in memory); the request must end within it.
-            head, data = data[: self._header_room], data[self._header_room :]
-            begun = self._requests
+        while self._parsing != _BETWEEN and len(data) > self._room:
+            # Only what fits the phase's byte budget reaches the parser (which would
+            # otherwise keep growing a header line or a trailer in memory).
+            head, data = data[: self._room], data[self._room :]
+            begun, phase = self._requests, self._parsing
             if not self._feed(head):
                 return
-            if self._parsing == _HEADERS and self._requests == begun:
-                self._refuse("header_too_large")
+            if self._parsing == phase and self._requests == begun:
+                if phase == _HEADERS:
+                    self._refuse("header_too_large")
+                else:
+                    self._fail_body(BodyTooLargeError())
                 return
-        if self._parsing == _HEADERS:
-            self._header_room -= len(data)
+        if self._parsing != _BETWEEN:
+            self._room -= len(data)
         if self._feed(data):
             self._sync()
 
@@ -248,13 +266,16 @@ class EdgeProtocol(HttpToolsProtocol):
         except httptools.HttpParserUpgrade:
             pass  # no upgrades are offered; the request was answered as plain HTTP
         except httptools.HttpParserError:
-            self._refuse(self._refusal)
+            if self._parsing == _BODY:
+                self._fail_body(MalformedBodyError())
+            else:
+                self._refuse(self._refusal)
         return not self._closed
 
     def _begin(self) -> None:
         self._parsing = _HEADERS
         self._requests += 1
-        self._header_room = self._limits.max_header_bytes
+        self._room = self._limits.max_header_bytes
         self._header_count = 0
         self._phase_start = self.loop.time()
         self._fresh = False
@@ -275,6 +296,7 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._parsing = _BODY
+        self._room = self._body_wire
         self._phase_start = self.loop.time()
         if len(self.pipeline) >= self._limits.max_pipelined:
             self._refusal = "pipeline_overflow"
@@ -319,7 +341,10 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         self.server_state.total_requests += 1
-        if self.transport.is_closing() or self._closed:
+        if self.transport.is_closing():
+            return
+        if self._closed:  # answered after a body failure: the stream is not trusted
+            self.transport.close()
             return
         if self.cycle.more_body:
             # Answered before its body arrived (401, 413, ...): the rest of the body is
@@ -341,8 +366,8 @@ class EdgeProtocol(HttpToolsProtocol):
             tier, deadline = READING, self._phase_start + self._limits.header_timeout
         elif self._parsing == _BODY:
             tier = BUSY
-            timed_out = self.cycle is not None and self.cycle.body_timed_out  # type: ignore[attr-defined]
-            deadline = None if timed_out else self._phase_start + self._limits.body_timeout
+            failed = self.cycle is not None and self.cycle.body_error is not None  # type: ignore[attr-defined]
+            deadline = None if failed else self._phase_start + self._limits.body_timeout
         elif self.pipeline or (self.cycle is not None and not self.cycle.response_complete):
             tier, deadline = BUSY, None
         else:
@@ -383,15 +408,27 @@ class EdgeProtocol(HttpToolsProtocol):
         if self._parsing == _HEADERS:
             self._refuse("header_timeout")
         elif self._parsing == _BODY:
-            # The application owns the request now: it is told through receive() and
-            # answers 408 itself, so its request line and metrics stay its own.
-            self.cycle.body_timed_out = True  # type: ignore[attr-defined]
-            self.cycle.message_event.set()
+            self._fail_body(BodyTimeoutError())
         else:
             self.edge.shed("idle_timeout")
             self._close()
 
     # -- refusing ---------------------------------------------------------------------
+
+    def _fail_body(self, error: RequestBodyError) -> None:
+        """The body cannot be read to its end: no more bytes are parsed, and the
+        application, which owns the request now, is told through ``receive()`` and
+        answers itself, so the request's one line and count stay its own."""
+        cycle: EdgeCycle = self.cycle  # type: ignore[assignment]
+        self._closed = True  # the stream cannot be trusted past this point
+        self._disarm()
+        if cycle.response_complete:  # already answered (say 401): nothing to tell
+            self.edge.forget(self)
+            self.transport.close()
+            return
+        self.flow.pause_reading()
+        cycle.body_error = error
+        cycle.message_event.set()
 
     def _refuse(self, reason: str) -> None:
         status = {"header_too_large": 431, "too_many_headers": 431, "header_timeout": 408}

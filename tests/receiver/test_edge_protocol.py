@@ -226,3 +226,51 @@ def test_eviction_takes_the_longest_idle_first_then_the_oldest_header_reader() -
         assert rig.edge.open == 3
     finally:
         rig.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    chunks=st.lists(st.binary(min_size=1, max_size=300), max_size=30),
+    trailer=st.integers(0, 5000),
+    cuts=st.lists(st.integers(0, 100_000), max_size=8),
+)
+def test_chunked_bodies_within_the_wire_budget_or_413(
+    chunks: list[bytes], trailer: int, cuts: list[int]
+) -> None:
+    """A chunked body is read if its wire form (framing and trailers included) fits
+    2 x max_body_bytes + max_header_bytes; past that budget plus one header budget (body
+    bytes that share a read with the headers are not charged) the application answers
+    413 and no more bytes are parsed."""
+    rig = Rig(max_body_bytes=1024)
+    try:
+        proto, transport = rig.connect()
+        body = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks)
+        body += b"0\r\n" + (b"X-T: " + b"t" * trailer + b"\r\n" if trailer else b"") + b"\r\n"
+        head = b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        for part in split(head + body, cuts):
+            proto.data_received(part)
+        rig.settle()
+        budget = 2 * 1024 + LIMIT
+        if len(body) <= budget:
+            assert transport.written.startswith(b"HTTP/1.1 200 "), transport.written
+        elif len(body) > budget + LIMIT:
+            assert transport.written.startswith(b"HTTP/1.1 413 "), transport.written
+            assert b'"error":"body_too_large"' in transport.written
+            assert transport.closing
+    finally:
+        rig.close()
+
+
+def test_broken_chunk_framing_is_answered_by_the_application() -> None:
+    """A chunk size that is not hex: the application's receive() raises, it answers 400."""
+    rig = Rig()
+    try:
+        proto, transport = rig.connect()
+        proto.data_received(b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        proto.data_received(b"zz\r\n")
+        rig.settle()
+        assert transport.written.startswith(b"HTTP/1.1 400 ")
+        assert b'"error":"bad_request"' in transport.written
+        assert transport.closing
+    finally:
+        rig.close()
