@@ -17,6 +17,7 @@ duplicate, or rejected by reason), including clients that leave mid-body.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -117,6 +118,20 @@ class Webhook:
                 seconds=round(time.perf_counter() - started, 5),
             )
             return
+        except asyncio.CancelledError:
+            # Shutdown past its grace period: the edge answers 503 (BIGHUB retries; an
+            # event committed meanwhile is then a duplicate). Still one line and count.
+            self._count_rejected("shutting_down")
+            request_line(
+                "webhook",
+                "info",
+                request_id=request_id,
+                status=503,
+                error="shutting_down",
+                **fields,
+                seconds=round(time.perf_counter() - started, 5),
+            )
+            raise
         elapsed = time.perf_counter() - started
         service.metrics.ingest_latency.observe(elapsed)
         request_line(

@@ -8,8 +8,9 @@ the protocol class uvicorn runs for it.
 
 from __future__ import annotations
 
+from receiver.edge.cycle import where
 from receiver.edge.limits import EdgeLimits
-from receiver.edge.protocol import EdgeProtocol, protocol_for, where
+from receiver.edge.protocol import EdgeProtocol, protocol_for
 from receiver.edge.registry import REASONS, Edge
 
 __all__ = ["REASONS", "Edge", "EdgeLimits", "EdgeProtocol", "protocol_for", "where"]
