@@ -22,6 +22,7 @@ from tests.deploy.test_deploy import (
     k8s_docs,
     pod_templates,
     unit,
+    workload_config,
 )
 
 MIB = 1024**2
@@ -67,13 +68,7 @@ def test_k8s_memory_limits_hold_the_connection_cap(
         role = _role(container["args"])
         if workload["kind"] == "Job" or role == "dispatch":
             continue  # no webhook listener
-        volumes = {v["name"]: v for v in template["spec"]["volumes"]}
-        env = {e["name"]: e for e in container["env"]}
-        config_file = Path(env["BIGHUB_SIEM_CONFIG"]["value"])
-        mount = next(
-            m for m in container["volumeMounts"] if m["mountPath"] == str(config_file.parent)
-        )
-        text = config_maps[volumes[mount["name"]]["configMap"]["name"]]["data"][config_file.name]
+        text = workload_config(template, config_maps)
         settings = check_config(text, tmp_path, monkeypatch, capsys)
         limit = quantity(container["resources"]["limits"]["memory"])
         need = worst_case_bytes(settings, role)
