@@ -19,8 +19,9 @@ from tests.deploy.test_deploy import (
     K8S_DIRS,
     check_config,
     compose,
-    k8s_docs,
+    config_maps_in,
     pod_templates,
+    role_of,
     unit,
     workload_config,
 )
@@ -48,10 +49,6 @@ def quantity(text: str) -> int:
     return int(m[1]) * units.get(m[2] or "", 1)
 
 
-def _role(args: list[str]) -> str:
-    return args[args.index("--role") + 1] if "--role" in args else "all"
-
-
 @pytest.mark.parametrize("directory", K8S_DIRS, ids=[d.name for d in K8S_DIRS])
 def test_k8s_memory_limits_hold_the_connection_cap(
     directory: Path,
@@ -60,12 +57,11 @@ def test_k8s_memory_limits_hold_the_connection_cap(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """limits.memory >= base + max_connections x (max_body + max_header + overhead)."""
-    objects = [doc for _, doc in k8s_docs(directory)]
-    config_maps = {d["metadata"]["name"]: d for d in objects if d["kind"] == "ConfigMap"}
+    config_maps = config_maps_in(directory)
     checked = 0
     for workload, template in pod_templates(directory):
         (container,) = template["spec"]["containers"]
-        role = _role(container["args"])
+        role = role_of(container["args"])
         if workload["kind"] == "Job" or role == "dispatch":
             continue  # no webhook listener
         text = workload_config(template, config_maps)
@@ -89,7 +85,7 @@ def test_compose_receiver_has_memory_and_file_limits_for_its_cap(
     mounts = [v.split(":") for v in receiver["volumes"]]
     source = next(DEPLOY / m[0] for m in mounts if m[1] == env["BIGHUB_SIEM_CONFIG"])
     settings = check_config(source.read_text(), tmp_path, monkeypatch, capsys)
-    role = _role(receiver["command"])
+    role = role_of(receiver["command"])
     assert quantity(receiver["mem_limit"]) >= worst_case_bytes(settings, role)
     nofile = receiver["ulimits"]["nofile"]
     assert min(nofile["soft"], nofile["hard"]) >= (
