@@ -62,9 +62,20 @@ def _load_object(body: bytes) -> dict[str, Any]:
 
 
 def _clean_id(value: object) -> str | None:
+    """The id exactly as sent, or None when it breaks the id rule.
+
+    The rule (docs/ingress.md): a JSON string or integer of 1-256 characters, used
+    byte for byte - nothing is trimmed, so "x", " x" and "x\u2028" are three ids - and
+    every character printable: no control (C0, DEL, C1), format (bidi overrides,
+    zero-width), separator other than the ASCII space (U+2028, NBSP), surrogate,
+    private-use or unassigned code point. Ids end up in log lines, Kafka keys and
+    S3 paths, where such characters hide or forge text.
+    """
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         return None
-    text = str(value).strip()
+    if isinstance(value, int) and value.bit_length() > 4 * _MAX_ID:  # over 256 digits: no str()
+        return None
+    text = str(value)
     if not text or len(text) > _MAX_ID or not text.isprintable():
         return None
     return text

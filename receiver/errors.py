@@ -8,6 +8,13 @@
     │   ├── TimestampError    timestamp outside the tolerance
     │   └── MismatchError     no configured secret produces a sent signature
     ├── EnvelopeError         the verified body is not a usable BIGHUB event (400)
+    ├── RequestBodyError      the request body cannot be read; raised by the edge's
+    │   │                     ``receive`` into the application, which answers
+    │   │                     ``status`` / ``code`` and closes the connection
+    │   ├── BodyTimeoutError    not all of it arrived within the body timeout (408)
+    │   ├── BodyTooLargeError   more bytes on the wire than a body within the limit needs
+    │   │                       (chunk framing and trailers included) (413)
+    │   └── MalformedBodyError  the chunked framing or trailers are not valid HTTP (400)
     └── StoreError            the spool cannot take the write now (503)
         ├── QuotaExceededError  the spool is over its quota (503)
         ├── OverloadedError     the ingest queue is full, or a request waited past its
@@ -28,16 +35,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 __all__ = [
+    "BodyTimeoutError",
+    "BodyTooLargeError",
     "ConfigError",
     "DeadLetterBudgetError",
     "EnvelopeError",
     "EventRefusedError",
     "HeaderError",
     "LeaseLostError",
+    "MalformedBodyError",
     "MismatchError",
     "OverloadedError",
     "QuotaExceededError",
     "ReceiverError",
+    "RequestBodyError",
     "SignatureError",
     "StoreError",
     "TimestampError",
@@ -77,6 +88,29 @@ class EnvelopeError(ReceiverError):
         self.code = code
         self.detail = detail
         super().__init__(detail)
+
+
+class RequestBodyError(ReceiverError):
+    """The request body cannot be read; answer ``status`` / ``code`` and close."""
+
+    status = 400
+    code = "bad_request"
+    detail = "the request body could not be read"
+
+    def __init__(self) -> None:
+        super().__init__(self.detail)
+
+
+class BodyTimeoutError(RequestBodyError):
+    status, code, detail = 408, "body_timeout", "the body did not arrive in time"
+
+
+class BodyTooLargeError(RequestBodyError):
+    status, code, detail = 413, "body_too_large", "the body is larger than the limit"
+
+
+class MalformedBodyError(RequestBodyError):
+    status, code, detail = 400, "bad_request", "the body's framing is not valid HTTP/1.1"
 
 
 class StoreError(ReceiverError):

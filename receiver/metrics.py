@@ -115,12 +115,36 @@ class Metrics:
         self.dead_lettered = Counter(
             "bighub_siem_sink_dead_lettered", "Events moved to dead letters.", ["sink"], registry=r
         )
+        self._edge_metrics(r)
         self.last_prune = Gauge(
             "bighub_siem_last_prune_timestamp", "When dedup ids were last pruned.", registry=r
         )
         self._upstream_metrics(r)
         self.snapshot = _SnapshotCollector()
         r.register(self.snapshot)
+
+    def _edge_metrics(self, r: CollectorRegistry) -> None:
+        # The HTTP edge (receiver/edge/) and the requests outside the webhook route.
+        self.edge_refused = Counter(
+            "bighub_siem_edge_refused",
+            "Connections and requests the HTTP edge cut off before an application answered,"
+            " by listener and reason.",
+            ["listener", "reason"],
+            registry=r,
+        )
+        self.connections_open = Gauge(
+            "bighub_siem_connections_open",
+            "Open HTTP connections, by listener.",
+            ["listener"],
+            registry=r,
+        )
+        self.http_requests = Counter(
+            "bighub_siem_http_requests",
+            "Requests to routes other than the webhook (probes, metrics, admin), by listener,"
+            " route and status.",
+            ["listener", "route", "status"],
+            registry=r,
+        )
 
     def _upstream_metrics(self, r: CollectorRegistry) -> None:
         # Upstream replay (receiver/reconcile.py); dry runs do not count.

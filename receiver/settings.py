@@ -7,6 +7,7 @@ and hold a ``SecretStr`` so a repr or a log never shows them.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -59,8 +60,38 @@ def _long_enough(value: SecretStr) -> SecretStr:
     return value
 
 
+# A literal that is surely a reference written without its prefix: an environment
+# variable name (upper-case words joined by "_", e.g. BIGHUB_WEBHOOK_SECRET), or a path
+# (/run/secrets/bighub, ./secret.txt, ~/bighub.key). Random secrets do not look like
+# either: a base64 secret may start with "/" but then has upper case, "+" or "=".
+_ENV_NAME = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
+_PATH = re.compile(r"(?:~|\.{1,2})?/(?:[a-z0-9_.@-]+/)*[a-z0-9_.@-]+|(?:~|\.{1,2})/\S+")
+
+
+def _not_a_reference(value: object) -> object:
+    """Refuse a literal secret that is a reference missing its ``env:`` / ``file:``."""
+    if not isinstance(value, str) or value.startswith(("env:", "file:")):
+        return value
+    if _ENV_NAME.fullmatch(value):
+        raise ValueError(
+            f"{value!r} looks like the name of an environment variable, not a secret;"
+            f' to read the secret from it write "env:{value}"'
+        )
+    if _PATH.fullmatch(value) or (value.startswith("/") and Path(value).is_file()):
+        raise ValueError(
+            "this looks like a file path, not a secret; to read the secret from the file"
+            f' write "file:{os.path.expanduser(value)}"'
+        )
+    return value
+
+
 Secret = Annotated[SecretStr, BeforeValidator(resolve_secret)]
-StrongSecret = Annotated[SecretStr, BeforeValidator(resolve_secret), AfterValidator(_long_enough)]
+StrongSecret = Annotated[
+    SecretStr,
+    BeforeValidator(resolve_secret),
+    BeforeValidator(_not_a_reference),
+    AfterValidator(_long_enough),
+]
 
 
 class _Section(BaseModel):
@@ -92,6 +123,44 @@ class IngressSettings(_Section):
     event_type_header: str = Field(default="X-BIGHUB-Event", description="Event type header.")
     delivery_id_header: str = Field(
         default="X-BIGHUB-Delivery-Id", description="Delivery id header."
+    )
+    # Edge limits (docs/ingress.md): what a client without credentials can make us hold.
+    max_header_bytes: int = Field(
+        default=16 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="Largest request line plus headers; larger answers 431 and closes.",
+    )
+    max_header_count: int = Field(
+        default=100, ge=8, le=1000, description="Most header fields; more answers 431 and closes."
+    )
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="From a new connection, or the first byte of a request, until its headers"
+        " are complete; slower answers 408 (or closes a connection that sent nothing).",
+    )
+    body_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="From the end of the headers until the whole body arrived; slower answers"
+        " 408 and closes.",
+    )
+    keepalive_timeout_seconds: float = Field(
+        default=65.0,
+        gt=0,
+        le=3600,
+        description="An idle keep-alive connection is closed after this long. Keep it above a"
+        " load balancer's idle timeout (AWS ALB: 60 s) so the balancer closes first.",
+    )
+    max_connections: int = Field(
+        default=256,
+        ge=4,
+        le=100_000,
+        description="Open connections at most. Past it, the longest-idle connection (no request"
+        " in progress) is closed to make room; when none is idle, the new one gets 503.",
     )
 
     @field_validator("path")
@@ -201,6 +270,13 @@ class AdminSettings(_Section):
     token: StrongSecret | None = Field(
         default=None,
         description="Bearer token for /admin/*; without it /admin/* answers 401 to everyone.",
+    )
+    max_connections: int = Field(
+        default=64,
+        ge=4,
+        le=10_000,
+        description="Open connections at most; header, body and keep-alive limits are"
+        " those of [ingress].",
     )
 
 

@@ -6,7 +6,9 @@ Scheme (the same as ``bighub.verify_webhook_signature``)::
     X-BIGHUB-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>." + raw body)>
 
 Several ``v1=`` values may be sent, separated by commas and/or spaces, and several
-secrets may be configured; one match is enough. The MAC is computed over the raw
+secrets may be configured; one match is enough. ``check_headers`` needs no body, so
+ingress refuses a request without well-formed, timely headers before reading its body;
+``check_mac`` then runs over the body. ``verify`` is the two in one call. The MAC is computed over the raw
 bytes as received (never over re-encoded JSON), and every malformed input, including
 non-ASCII headers and non-UTF-8 bodies, ends as a ``SignatureError``, never as a
 ``ValueError`` or ``UnicodeDecodeError``.
@@ -18,10 +20,19 @@ import hashlib
 import hmac
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from receiver.errors import HeaderError, MismatchError, TimestampError
 
-__all__ = ["SCHEME", "sign", "signature_header", "verify"]
+__all__ = [
+    "SCHEME",
+    "SignedHeaders",
+    "check_headers",
+    "check_mac",
+    "sign",
+    "signature_header",
+    "verify",
+]
 
 SCHEME = "v1"
 _MAX_HEADER = 4096  # longer signature headers are refused before any work
@@ -69,6 +80,51 @@ def _parse_signatures(value: str | None) -> list[str]:
     return found[:_MAX_SIGNATURES]
 
 
+@dataclass(frozen=True, slots=True)
+class SignedHeaders:
+    """Well-formed signature headers whose timestamp is within the tolerance."""
+
+    timestamp_text: str
+    timestamp: int
+    signatures: tuple[str, ...]
+
+
+def check_headers(
+    *,
+    signature: str | None,
+    timestamp: str | None,
+    tolerance_seconds: int,
+    now: Callable[[], float],
+) -> SignedHeaders:
+    """Everything about a delivery that can be checked without its body.
+
+    Raises:
+        HeaderError: a header is missing or malformed.
+        TimestampError: the timestamp is outside the tolerance.
+    """
+    ts_text, ts = _parse_timestamp(timestamp)
+    sent = _parse_signatures(signature)
+    if abs(now() - ts) > tolerance_seconds:
+        raise TimestampError("timestamp is outside the accepted tolerance")
+    return SignedHeaders(ts_text, ts, tuple(sent))
+
+
+def check_mac(body: bytes, headers: SignedHeaders, secrets: Sequence[bytes]) -> None:
+    """The MAC over the raw body, against every configured secret.
+
+    Raises:
+        MismatchError: no secret yields any of the sent signatures.
+    """
+    matched = False
+    # Compare every pair without early exit so timing does not reveal which matched.
+    for secret in secrets:
+        expected = _mac(secret, headers.timestamp_text, body)
+        for candidate in headers.signatures:
+            matched |= hmac.compare_digest(expected, candidate)
+    if not matched:
+        raise MismatchError("no signature matches a configured secret")
+
+
 def verify(
     body: bytes,
     *,
@@ -93,16 +149,8 @@ def verify(
         TimestampError: the timestamp is outside the tolerance.
         MismatchError: no secret yields any of the sent signatures.
     """
-    ts_text, ts = _parse_timestamp(timestamp)
-    sent = _parse_signatures(signature)
-    if abs(now() - ts) > tolerance_seconds:
-        raise TimestampError("timestamp is outside the accepted tolerance")
-    matched = False
-    # Compare every pair without early exit so timing does not reveal which matched.
-    for secret in secrets:
-        expected = _mac(secret, ts_text, body)
-        for candidate in sent:
-            matched |= hmac.compare_digest(expected, candidate)
-    if not matched:
-        raise MismatchError("no signature matches a configured secret")
-    return ts
+    headers = check_headers(
+        signature=signature, timestamp=timestamp, tolerance_seconds=tolerance_seconds, now=now
+    )
+    check_mac(body, headers, secrets)
+    return headers.timestamp

@@ -30,7 +30,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 SCHEMA_VERSION = 1
 # Built once: json.dumps(..., separators=...) would build an encoder per record.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-_ASCII_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -119,29 +118,37 @@ class Event:
     timestamp: str | None = None
 
     def payload(self) -> Any:
-        """The BIGHUB body, parsed (it was validated as a JSON object at ingress)."""
+        """The BIGHUB body, parsed (it was validated as a JSON object at ingress).
+
+        For reading fields only: re-encoding it is not the body BIGHUB signed (a number
+        such as 1e400 parses to infinity, duplicate keys collapse). Exports splice the
+        body itself (``export_json``).
+        """
         return json.loads(self.body)
 
     def export_record(self) -> dict[str, Any]:
-        """The export record of schema version 1 (see README, "Export record")."""
+        """The export record of schema version 1, parsed (see ``payload`` for why not to
+        re-encode it; ``export_json`` is the record on the wire)."""
         return {**self.export_record_head(), "payload": self.payload()}
 
-    def export_json(self) -> bytes:
-        """The export record as one line of compact UTF-8 JSON, without newline.
+    def export_json(self, *, one_line: bool = True) -> bytes:
+        """The export record as compact UTF-8 JSON, without a trailing newline.
 
-        The payload is the body spliced in byte for byte (numbers, key order and
-        escapes exactly as BIGHUB sent them) when it is a single line; a body with
-        line breaks between tokens is re-encoded compactly so the record stays one line.
+        The payload is the body BIGHUB signed, spliced in byte for byte: ingress admitted
+        it only as a strict UTF-8 JSON object, so the record is strict JSON whatever the
+        body holds (1e400, escapes, duplicate keys, U+2028, any whitespace).
+
+        Args:
+            one_line: for line-delimited outputs (stdout): raw CR and LF, which JSON
+                allows only as whitespace between tokens, become spaces - the only
+                change, and only for bodies that contain them. False keeps every byte
+                (a Kafka value is framed by its length, not by lines).
         """
-        head = self.export_record_head()
-        body = self.body.strip(b" \t\r\n")
-        if b"\n" in body or b"\r" in body:
-            head["payload"] = self.payload()
-            # ASCII escapes: the payload may hold lone surrogate escapes ("\ud800"),
-            # which have no UTF-8 form.
-            return _ASCII_ENCODER.encode(head).encode("ascii")
-        prefix = _ENCODER.encode(head).encode("utf-8")
-        return prefix[:-1] + b',"payload":' + body + b"}"
+        body = self.body
+        if one_line and (b"\n" in body or b"\r" in body):
+            body = body.replace(b"\r", b" ").replace(b"\n", b" ")
+        head = _ENCODER.encode(self.export_record_head()).encode("utf-8")
+        return head[:-1] + b',"payload":' + body + b"}"
 
     def export_record_head(self) -> dict[str, Any]:
         """The export record without its payload."""

@@ -221,9 +221,10 @@ class ReceiverProcess:
     def exported(self) -> list[dict[str, Any]]:
         if not self.stdout_path.exists():
             return []
-        return [
-            json.loads(line) for line in self.stdout_path.read_text().splitlines() if line.strip()
-        ]
+        # Records end with "\n" only: str.splitlines() would also split inside a payload
+        # holding a raw U+2028, which JSON allows in strings.
+        data = self.stdout_path.read_bytes()
+        return [json.loads(line) for line in data.split(b"\n") if line.strip()]
 
     def wait_exported(self, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 
 from receiver.cli._common import load, with_config
+from receiver.edge import Edge, EdgeLimits, protocol_for
 from receiver.errors import StoreError
 from receiver.log import flush_logs
 from receiver.settings import Settings
@@ -57,10 +58,15 @@ async def _serve(settings: Settings, role: Role = "all") -> int:
     servers: list[_Server] = []
     if role != "dispatch":  # a dispatch replica takes no webhooks
         app = create_app(service, manage_service=False)
-        servers.append(_server(app, settings.ingress.host, settings.ingress.port, grace))
+        edge = Edge("ingress", EdgeLimits.from_settings(settings.ingress), service.metrics)
+        servers.append(_server(app, settings.ingress.host, settings.ingress.port, edge, grace))
     if settings.admin.enabled:
+        limits = EdgeLimits.from_settings(
+            settings.ingress, max_connections=settings.admin.max_connections
+        )
+        edge = Edge("admin", limits, service.metrics)
         admin = create_admin_app(service)
-        servers.append(_server(admin, settings.admin.host, settings.admin.port, grace))
+        servers.append(_server(admin, settings.admin.host, settings.admin.port, edge, grace))
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     deadline = [float("inf")]
@@ -119,16 +125,23 @@ def _exit_now(code: int, reason: str) -> None:
     os._exit(code)
 
 
-def _server(app: Any, host: str, port: int, grace: float) -> _Server:
+def _server(app: Any, host: str, port: int, edge: Edge, grace: float) -> _Server:
     return _Server(
         uvicorn.Config(
             app,
             host=host,
             port=port,
+            # The edge protocol enforces every limit (receiver/edge/); uvicorn's own
+            # limit_concurrency would answer text/plain after reading the headers.
+            http=protocol_for(edge),
+            ws="none",
             lifespan="off",
             log_config=None,
             access_log=False,
             server_header=False,
+            # No X-Forwarded-For rewriting: nothing reads scope["client"], and the
+            # middleware would run on every request.
+            proxy_headers=False,
             # Requests in flight get a quarter of the grace; dispatchers the rest.
             timeout_graceful_shutdown=max(1, int(grace / 4)),
         )

@@ -177,8 +177,9 @@ def encode(event: Event, topic: TopicTemplate, key: KeySpec) -> KafkaRecord:
         ("schema_version", _SCHEMA),
         ("content-type", _JSON),
     ]
-    # The same bytes as the stdout sink writes: one implementation of the record (base.py).
-    return KafkaRecord(name, key.key_for(event), event.export_json(), headers)
+    # The export record of base.py with the payload byte for byte as BIGHUB signed it,
+    # raw line breaks included: a record value is framed by its length, not by lines.
+    return KafkaRecord(name, key.key_for(event), event.export_json(one_line=False), headers)
 
 
 # The receiver's category rule (DESIGN.md §2), repeated here because sinks never

@@ -288,6 +288,28 @@ def test_kustomization_lists_every_manifest(directory: Path) -> None:
     assert [i["name"] for i in kustomization["images"]] == ["bighub-siem"]
 
 
+def config_maps_in(directory: Path) -> dict[str, dict[str, Any]]:
+    objects = [doc for _, doc in k8s_docs(directory)]
+    return {d["metadata"]["name"]: d for d in objects if d["kind"] == "ConfigMap"}
+
+
+def role_of(args: list[str]) -> str:
+    """The ``serve --role`` a container runs (``all`` when not given)."""
+    return args[args.index("--role") + 1] if "--role" in args else "all"
+
+
+def workload_config(template: dict[str, Any], config_maps: dict[str, Any]) -> str:
+    """The config text a pod template mounts from a ConfigMap (at $BIGHUB_SIEM_CONFIG)."""
+    (container,) = template["spec"]["containers"]
+    volumes = {v["name"]: v for v in template["spec"]["volumes"]}
+    env = {e["name"]: e for e in container["env"]}
+    config_file = Path(env["BIGHUB_SIEM_CONFIG"]["value"])
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == str(config_file.parent))
+    config_map = config_maps[volumes[mount["name"]]["configMap"]["name"]]
+    text: str = config_map["data"][config_file.name]
+    return text
+
+
 def pod_templates(directory: Path) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     for _, doc in k8s_docs(directory):
         if doc["kind"] in {"Deployment", "StatefulSet", "Job"}:
@@ -302,24 +324,17 @@ def test_workloads_agree_with_their_config(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Ports, probes, args, secrets, mounts and the spool volume match the ConfigMap."""
-    objects = [doc for _, doc in k8s_docs(directory)]
-    config_maps = {d["metadata"]["name"]: d for d in objects if d["kind"] == "ConfigMap"}
+    config_maps = config_maps_in(directory)
     workloads = list(pod_templates(directory))
     assert workloads
     for workload, template in workloads:
         pod = template["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
-        volumes = {v["name"]: v for v in pod["volumes"]}
         (container,) = pod["containers"]
         assert container["image"] == "bighub-siem"  # rewritten by kustomize images:
         cli_args_valid(container["args"])
         env = {e["name"]: e for e in container["env"]}
-        config_file = Path(env["BIGHUB_SIEM_CONFIG"]["value"])
-        mount = next(
-            m for m in container["volumeMounts"] if m["mountPath"] == str(config_file.parent)
-        )
-        config_map = config_maps[volumes[mount["name"]]["configMap"]["name"]]
-        text = config_map["data"][config_file.name]
+        text = workload_config(template, config_maps)
         assert set(ENV_REF.findall(text)) <= set(env), "a secret the config needs is not set"
         for e in env.values():
             if "valueFrom" in e:
@@ -334,11 +349,7 @@ def test_workloads_agree_with_their_config(
             continue
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         assert ports["admin"] == settings.admin.port
-        role = (
-            container["args"][container["args"].index("--role") + 1]
-            if "--role" in container["args"]
-            else "all"
-        )
+        role = role_of(container["args"])
         if role != "dispatch":
             assert ports["http"] == settings.ingress.port
         probe_port = "admin" if role == "dispatch" else "http"

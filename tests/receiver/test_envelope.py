@@ -130,3 +130,67 @@ def test_arbitrary_objects(obj: dict[str, object]) -> None:
     """Arbitrary JSON objects give an Envelope or an EnvelopeError."""
     with contextlib.suppress(EnvelopeError):
         parse(obj)
+
+
+@pytest.mark.parametrize("event_id", ["x", " x", "x ", "x\u2028y", "x y", "é-1", "ID-1"])
+def test_ids_are_kept_byte_for_byte(event_id: str) -> None:
+    """Printable ids are used exactly as sent: nothing is trimmed or folded."""
+    if not event_id.isprintable():
+        with pytest.raises(EnvelopeError) as err:
+            parse({"event_id": event_id, "type": "rule.x"})
+        assert err.value.code == "invalid_event_id"
+        return
+    assert parse({"event_id": event_id, "type": "rule.x"}).event_id == event_id
+
+
+@pytest.mark.parametrize(
+    "event_id",
+    [
+        "x\u2028",  # line separator: str.strip() used to fold it into "x"
+        "x\u2029",
+        "\u00a0x",  # no-break space
+        "x\t",
+        "x\n",
+        "x\x00",
+        "x\x7f",
+        "x\x85",  # C1 next line
+        "x\u202e",  # right-to-left override: forges what a log line shows
+        "x\u200b",  # zero-width space
+        "",
+        "y" * 257,
+    ],
+)
+def test_ids_with_control_format_or_separator_characters_are_refused(event_id: str) -> None:
+    """An id that is empty, too long or not printable is a 400 invalid_event_id."""
+    for source, headers in (
+        ({"event_id": event_id, "type": "rule.x"}, None),
+        ({"id": event_id, "type": "rule.x"}, None),
+    ):
+        with pytest.raises(EnvelopeError) as err:
+            parse(source, headers)
+        assert err.value.code == "invalid_event_id"
+
+
+def test_x_and_x_with_line_separator_are_not_the_same_event() -> None:
+    """The bug of issue 11: "x\\u2028" was trimmed to "x"; now it is refused instead."""
+    assert parse({"event_id": "x", "type": "rule.x"}).event_id == "x"
+    with pytest.raises(EnvelopeError):
+        parse({"event_id": "x\u2028", "type": "rule.x"})
+
+
+def test_integer_ids_and_their_bounds() -> None:
+    """Integer ids are their decimal text; one longer than 256 digits is refused."""
+    assert parse({"id": 10**255, "type": "rule.x"}).event_id == str(10**255)
+    with pytest.raises(EnvelopeError):
+        parse(b'{"id": ' + b"9" * 257 + b', "type": "rule.x"}')
+
+
+@given(st.text(min_size=1, max_size=40))
+def test_any_id_is_kept_exactly_or_refused(event_id: str) -> None:
+    """For any text: the id is that exact text, or the event is refused - never altered."""
+    if event_id.isprintable():
+        assert parse({"event_id": event_id, "type": "rule.x"}).event_id == event_id
+    else:
+        with pytest.raises(EnvelopeError) as err:
+            parse({"event_id": event_id, "type": "rule.x"})
+        assert err.value.code == "invalid_event_id"

@@ -19,6 +19,7 @@ from receiver.errors import StoreError
 from receiver.service import Service
 from receiver.settings import load_settings
 from receiver.store import IngestResult, NewEvent, SQLiteStore
+from receiver.webhook import Webhook
 from tests.harness import SECRET, base_config, event_body, signed_headers
 
 
@@ -207,3 +208,59 @@ def test_timestamp_uses_injected_clock(tmp_path: Path) -> None:
         loop.run_until_complete(client.aclose())
         loop.run_until_complete(service.stop())
         loop.close()
+
+
+class BuggyStore(SQLiteStore):
+    async def ingest(self, event: NewEvent) -> IngestResult:
+        raise KeyError("a bug of ours, not the sender's")
+
+
+def test_an_internal_failure_after_a_verified_signature_is_503(tmp_path: Path) -> None:
+    """Once the signature verified, our own bug answers 503 + Retry-After (BIGHUB retries),
+    never a 4xx that tells it to drop the event; unsigned requests still get 401."""
+    h = Harness(tmp_path, store=BuggyStore(tmp_path / "spool.db"))
+    try:
+        body = event_body("evt-buggy")
+        resp = h.post(body, signed_headers(body))
+        assert resp.status_code == 503
+        assert resp.json() == {
+            "error": "internal_error",
+            "detail": "the event could not be processed; retry later",
+        }
+        assert resp.headers["retry-after"] == "30"
+        assert h.post(body, {"Content-Type": "application/json"}).status_code == 401
+    finally:
+        h.close()
+
+
+def test_signature_headers_are_checked_before_the_body_is_read(tmp_path: Path) -> None:
+    """Missing, malformed or stale signature headers are refused without one receive()."""
+    cfg = base_config(tmp_path)
+    service = Service(load_settings(data=cfg))
+    webhook = Webhook(service)
+    stale = str(int(time.time()) - 3600)
+    cases = [
+        [],
+        [(b"x-bighub-signature", b"v1=" + b"0" * 64)],
+        [(b"x-bighub-timestamp", stale.encode()), (b"x-bighub-signature", b"v1=" + b"0" * 64)],
+        [(b"x-bighub-timestamp", b"nope"), (b"x-bighub-signature", b"v1=" + b"0" * 64)],
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        raise AssertionError("the body was read")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    for extra in cases:
+        sent.clear()
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/webhooks/bighub",
+            "headers": [(b"content-type", b"application/json"), *extra],
+        }
+        asyncio.run(webhook(scope, receive, send))
+        assert sent[0]["status"] == 401
+        assert (b"connection", b"close") in sent[0]["headers"]

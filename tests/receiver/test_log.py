@@ -57,7 +57,7 @@ def test_module_loggers_never_write_to_stdout() -> None:
     import sys
 
     code = (
-        "import receiver.endpoints as e, receiver.dispatcher as d;"
+        "import receiver.webhook as e, receiver.dispatcher as d;"
         "from receiver.log import configure_logging, flush_logs;"
         "from receiver.settings import LogSettings;"
         "configure_logging(LogSettings(format='json'));"

@@ -137,3 +137,85 @@ def test_unreadable_and_invalid_toml(tmp_path: Path) -> None:
         load_settings(tmp_path / "missing.toml")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(write(tmp_path, "[ingress\n"))
+
+
+@pytest.mark.parametrize(
+    ("written", "advice"),
+    [
+        ('"BIGHUB_WEBHOOK_SECRET"', 'write "env:BIGHUB_WEBHOOK_SECRET"'),
+        ('"MY_SECRET_2"', 'write "env:MY_SECRET_2"'),
+        ('"/run/secrets/bighub_webhook"', 'write "file:/run/secrets/bighub_webhook"'),
+        ('"./secrets/webhook.txt"', 'write "file:./secrets/webhook.txt"'),
+        ('"../webhook-secret"', 'write "file:../webhook-secret"'),
+    ],
+)
+def test_check_config_refuses_a_reference_without_its_prefix(
+    tmp_path: Path,
+    env: None,
+    capsys: pytest.CaptureFixture[str],
+    written: str,
+    advice: str,
+) -> None:
+    """A secret that looks like an env var name or a path is refused, saying what to write."""
+    path = write(tmp_path, ISSUE_SHAPE.replace('"env:BIGHUB_WEBHOOK_SECRET"', written, 1))
+    assert main(["check-config", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "ingress.secrets.0: " in err
+    assert advice in err
+    assert WEBHOOK not in err
+
+
+def test_an_existing_file_given_as_a_literal_secret_is_refused(
+    tmp_path: Path, env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An absolute path naming a file, whatever its spelling, is refused as a literal secret."""
+    secret_file = tmp_path / "Secret.Key"
+    secret_file.write_text("0123456789abcdef0123")
+    path = write(tmp_path, ISSUE_SHAPE.replace("env:BIGHUB_SIEM_ADMIN_TOKEN", str(secret_file)))
+    assert main(["check-config", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f'admin.token: Value error, this looks like a file path, not a secret; to read the secret from the file write "file:{secret_file}"'
+        in err
+    )
+    assert "0123456789abcdef0123" not in err
+
+
+@pytest.mark.parametrize(
+    "literal",
+    [
+        "whsec_3f9a0c1d2e4b5a6978",  # lower-case prefix: not an env var name
+        "/Ab9dEf+GhIjkLmn0pq==xyz",  # base64 starting with "/": has "+", "=" and capitals
+        "K7MDENG/bPxRfiCYEXAMPLEKEY",  # base64 with "/" inside
+        "0123456789ABCDEF0123",  # hex: no "_" between words
+    ],
+)
+def test_random_literal_secrets_are_still_accepted(literal: str) -> None:
+    """Literals that do not look like references keep working (discouraged, not refused)."""
+    data = {
+        "ingress": {"secrets": [literal]},
+        "sinks": [{"name": "c", "type": "stdout"}],
+    }
+    assert load_settings(data=data).ingress.secrets[0].get_secret_value() == literal
+
+
+def test_edge_limits_have_safe_defaults_and_bounds() -> None:
+    """The [ingress] edge limits default to finite values and refuse nonsense."""
+    data = {"ingress": {"secrets": ["x" * 20]}, "sinks": [{"name": "c", "type": "stdout"}]}
+    ingress = load_settings(data=data).ingress
+    assert ingress.max_header_bytes == 16384
+    assert ingress.max_header_count == 100
+    assert ingress.header_timeout_seconds == 10
+    assert ingress.body_timeout_seconds == 30
+    assert ingress.keepalive_timeout_seconds == 65
+    assert ingress.max_connections == 256
+    for key, bad in (
+        ("max_header_bytes", 10**9),
+        ("max_header_count", 0),
+        ("header_timeout_seconds", 0),
+        ("body_timeout_seconds", -1),
+        ("keepalive_timeout_seconds", 0),
+        ("max_connections", 0),
+    ):
+        with pytest.raises(ConfigError, match=f"ingress.{key}"):
+            load_settings(data={**data, "ingress": {"secrets": ["x" * 20], key: bad}})

@@ -65,7 +65,7 @@ def test_stalled_writer_bounded_queue_answers_503_and_memory_stays_bounded(
     tmp_path: Path,
 ) -> None:
     """With the SQLite writer stalled (another process holds the write lock), 6,000
-    64 kB webhooks, 400 at a time: the ones over the queue bound get 503 at once, the
+    64 kB webhooks, 200 at a time: the ones over the queue bound get 503 at once, the
     queued ones 503 at their deadline; peak RSS stays under 150 MB (0.1.0: 393 MB, none
     refused); afterwards ingest works."""
     cfg = base_config(
@@ -73,7 +73,7 @@ def test_stalled_writer_bounded_queue_answers_503_and_memory_stays_bounded(
         store={
             "url": f"sqlite:///{tmp_path / 'spool.db'}",
             "ingest_deadline_seconds": 2,
-            "max_queue_bytes": 8 * 1024**2,  # 128 of these bodies; 400 arrive at once
+            "max_queue_bytes": 8 * 1024**2,  # 128 of these bodies; 200 arrive at once
         },
         log={"format": "json", "level": "warning"},
     )
@@ -87,7 +87,7 @@ def test_stalled_writer_bounded_queue_answers_503_and_memory_stays_bounded(
             pad = "x" * (64 * 1024 - 200)
 
             async def storm() -> list[tuple[int, float]]:
-                sem = asyncio.Semaphore(400)
+                sem = asyncio.Semaphore(200)  # under the edge's connection cap (256)
 
                 async def one(i: int) -> tuple[int, float]:
                     body = event_body(f"stall-{i}", pad=pad)
@@ -107,7 +107,7 @@ def test_stalled_writer_bounded_queue_answers_503_and_memory_stays_bounded(
         assert statuses[503] >= 5500, statuses
         assert set(statuses) <= {202, 503}, statuses
         fast = [t for s, t in answers if s == 503 and t < 1.0]
-        assert len(fast) >= 4000, "refusals over the bound were not immediate"
+        assert len(fast) >= 3000, "refusals over the bound were not immediate"
         assert max(t for _, t in answers) < 35
         assert peak < 150, f"peak RSS {peak:.0f} MB"
         body = event_body("after-the-stall")

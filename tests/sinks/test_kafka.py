@@ -290,7 +290,7 @@ def test_record_per_category(event_type: str, topic: str) -> None:
         ("schema_version", b"1"),
         ("content-type", b"application/json"),
     ]
-    assert record.value == event.export_json()
+    assert record.value == event.export_json(one_line=False)
     assert json.loads(record.value) == event.export_record()
 
 
