@@ -5,12 +5,15 @@ Exactly-once, including after a crash between an object PUT and the outbox commi
 1. Object keys derive from content (seq range + content hash) and every PUT is
    conditional (``If-None-Match: *``), so a retried identical object is never
    written twice; an existing identical object counts as delivered.
-2. A retried batch need not be identical: the dispatcher re-claims from the oldest
-   pending row with the current limits, so it may hold more events (more arrived)
-   or fewer (limits lowered, events dead-lettered). Before writing a partition, the
-   writer lists that partition and reads every object whose seq range overlaps the
-   batch's; events found there (same seq, source and event id) count as delivered
-   and only the rest are written. No event ends up in two objects.
+2. A re-sent batch need not be identical: the dispatcher sends again, with the
+   current limits, events the sink already took (after a restart, or when recording
+   the outcome failed, which the sink cannot tell apart from a first send), so it may
+   hold more events or fewer. Before writing a partition, the writer reads every
+   object of that partition whose seq range overlaps the batch's; events found there
+   (same seq, source and event id) count as delivered and only the rest are written.
+   No event ends up in two objects. Which objects a partition holds comes from one
+   listing at the first write into it since open, or after a write into it failed,
+   kept current with every object written since (``_known``): a batch lists nothing.
 3. Every object written (or found that way and not yet chained) gets a chain entry,
    and ``write_batch`` publishes a signed manifest before it returns, so every event
    the dispatcher marks delivered is covered by a signed manifest.
@@ -33,6 +36,7 @@ import structlog
 from sinks.base import Event, SinkError, SinkUnavailableError
 from sinks.s3 import health
 from sinks.s3._client import S3Api, object_params
+from sinks.s3._known import KnownPartitions
 from sinks.s3.config import S3Config
 from sinks.s3.encoder import (
     ArchiveObject,
@@ -42,7 +46,6 @@ from sinks.s3.encoder import (
     decode_object,
     encode_object,
     member_lines,
-    parse_object_name,
     split_by_partition,
 )
 from sinks.s3.manifest import (
@@ -88,6 +91,7 @@ class ArchiveWriter:
         self._pending: list[EntryInfo] = []
         self._chained: OrderedDict[str, str] = OrderedDict()  # key -> sha256
         self._cache: OrderedDict[str, ArchiveObject] = OrderedDict()
+        self._known = KnownPartitions()
 
     # -- opening and probing -----------------------------------------------------------
 
@@ -155,12 +159,15 @@ class ArchiveWriter:
                     continue
                 except KeyConflictError as exc:
                     failures.update((p, exc) for p in positions)
-                    continue
                 except SinkUnavailableError as exc:
                     down = exc  # the rest would fail the same way; do not hammer it
+                    failures.update((p, exc) for p in positions)
                 except SinkError as exc:
                     failures.update((p, exc) for p in positions)
-                    continue
+                # The failed PUT may have stored its object all the same (answer lost):
+                # list this partition again before the next write into it.
+                self._known.forget(partition.path(self._prefix))
+                continue
             failures.update((p, down) for p in positions)
         self.flush()
         return failures
@@ -174,6 +181,7 @@ class ArchiveWriter:
         obj = encode_object(self._prefix, partition, remaining, level=self.config.gzip_level)
         if self._put(obj):
             self._cache_put(ArchiveObject(obj.info, obj.members))
+            self._known.add(partition.path(self._prefix), obj.key)
             self._chain(obj.info)
             log.info("object_archived", key=obj.key, events=obj.info.events, size=obj.info.size)
             return
@@ -185,6 +193,7 @@ class ArchiveWriter:
                 f"{obj.key} exists with other content; refusing to overwrite: "
                 "run verify-archive and investigate"
             )
+        self._known.add(partition.path(self._prefix), obj.key)
         self._chain(existing.info)
 
     def _already_archived(
@@ -194,10 +203,10 @@ class ArchiveWriter:
         low = min(m[0] for m in members)
         high = max(m[0] for m in members)
         held: set[Member] = set()
-        for key in self.api.keys(partition.path(self._prefix)):
-            span = parse_object_name(key)
-            if span is None or span[1] < low or span[0] > high:
-                continue
+        path = partition.path(self._prefix)
+        if not self._known.known(path):
+            self._known.learn(path, self.api.keys(path))
+        for key in self._known.overlapping(path, low, high):
             existing = self._read(key)
             if existing is None:
                 continue
