@@ -97,12 +97,18 @@ class ArchiveWriter:
 
     def open(self) -> None:
         """Check access (write the marker once) and recover the chain head."""
-        self.probe()
+        if not self.probe():
+            log.warning(
+                "s3_unconditional_writes_accepted",
+                sink=self.config.name,
+                detail="the store ignores If-None-Match; allow_unconditional_writes accepts it",
+            )
         self._load_head()
 
-    def probe(self) -> None:
-        """What a send needs: the bucket answers and accepts our writes (see ``health``)."""
-        health.check(self.api, self.config, self._extra(kind="marker"))
+    def probe(self) -> bool:
+        """What a send needs: the bucket answers, accepts our writes and honours
+        conditional writes (see ``health``); False when the last is accepted missing."""
+        return health.check(self.api, self.config, self._extra(kind="marker"))
 
     def _load_head(self) -> None:
         recent: list[SignedManifest] = []
