@@ -26,8 +26,10 @@ chain stays one line; but the two writers' manifests interleave.
 
 from __future__ import annotations
 
+import queue
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -45,6 +47,7 @@ from sinks.s3.encoder import (
     archive_line,
     decode_object,
     encode_object,
+    gzip_chunks,
     member_lines,
     split_by_partition,
 )
@@ -92,6 +95,8 @@ class ArchiveWriter:
         self._chained: OrderedDict[str, str] = OrderedDict()  # key -> sha256
         self._cache: OrderedDict[str, ArchiveObject] = OrderedDict()
         self._known = KnownPartitions()
+        # gzip runs here while the writer builds the next lines: zlib releases the GIL.
+        self._zip = ThreadPoolExecutor(1, thread_name_prefix=f"s3-{config.name}-gzip")
 
     # -- opening and probing -----------------------------------------------------------
 
@@ -184,7 +189,13 @@ class ArchiveWriter:
         remaining = [event for member, event in wanted.items() if member not in held]
         if not remaining:
             return
-        obj = encode_object(self._prefix, partition, remaining, level=self.config.gzip_level)
+        obj = encode_object(
+            self._prefix,
+            partition,
+            remaining,
+            level=self.config.gzip_level,
+            compress=self._compress,
+        )
         if self._put(obj):
             self._cache_put(ArchiveObject(obj.info, obj.members))
             self._known.add(partition.path(self._prefix), obj.key)
@@ -227,6 +238,26 @@ class ArchiveWriter:
                 self._chain(existing.info)
                 log.info("archive_recovered", key=key, events=len(overlap))
         return held
+
+    def _compress(self, chunks: Iterable[bytes], level: int) -> bytes:
+        """``gzip_chunks`` on the helper thread, fed chunk by chunk as they are built."""
+        fed: queue.Queue[bytes | None] = queue.Queue()
+
+        def feed() -> Iterator[bytes]:
+            while (chunk := fed.get()) is not None:
+                yield chunk
+
+        future = self._zip.submit(gzip_chunks, feed(), level)
+        try:
+            for chunk in chunks:
+                fed.put(chunk)
+        finally:
+            fed.put(None)  # also when building a line failed: the thread must finish
+        return future.result()
+
+    def close(self) -> None:
+        """Release the helper thread (it holds nothing that needs flushing)."""
+        self._zip.shutdown(wait=False)
 
     def _check_content(self, key: str, events: Mapping[Member, Event]) -> None:
         data = self.api.get(key)

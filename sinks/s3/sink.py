@@ -144,4 +144,5 @@ class S3Sink:
             except SinkError as exc:
                 # Their events were not marked delivered: the next start re-chains them.
                 log.warning("final_manifest_failed", sink=self.config.name, error=str(exc))
+            writer.close()
         self._pool.shutdown(wait=False)

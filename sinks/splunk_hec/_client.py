@@ -272,15 +272,19 @@ class HecClient:
         self._closed = True
         await self._http.aclose()
 
-    async def post_events(self, body: bytes, channel: str | None) -> httpx.Response:
-        """POST a batch body (gzip when configured). Raises ``httpx.HTTPError``."""
+    async def post_events(
+        self, body: bytes, channel: str | None, *, prepared: bool = False
+    ) -> httpx.Response:
+        """POST a batch body, gzipped here when configured unless ``prepared`` (already
+        compressed as configured). Raises ``httpx.HTTPError``."""
         if self._closed:
             raise httpx.ConnectError("sink is closed")
         headers = {"Content-Type": "application/json"}
         if channel is not None:
             headers[CHANNEL_HEADER] = channel
         if self.config.compression == "gzip":
-            body = await asyncio.to_thread(gzip_body, body)
+            if not prepared:
+                body = await asyncio.to_thread(gzip_body, body)
             headers["Content-Encoding"] = "gzip"
         return await self._http.post(EVENT_PATH, content=body, headers=headers)
 

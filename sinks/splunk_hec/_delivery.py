@@ -40,13 +40,16 @@ from sinks.base import (
 from sinks.splunk_hec._ackstate import AckState, AckStateLockedError
 from sinks.splunk_hec._client import Action, HecClient, classify, parse_reply, transport_error
 from sinks.splunk_hec.config import SplunkHecConfig
-from sinks.splunk_hec.encoder import Encoder, plan_requests
+from sinks.splunk_hec.encoder import Encoder, gzip_body, plan_requests
 
 __all__ = ["Delivery", "event_key"]
 
 log = structlog.get_logger("bighub_siem.sinks.splunk_hec")
 
 _FIRST_POLL_SECONDS = 0.05
+# Events encoded per piece of a send: the next piece is encoded while the request
+# before it is in flight.
+_PIECE_EVENTS = 250
 
 
 def event_key(event: Event) -> str:
@@ -149,36 +152,71 @@ class Delivery:
 
     async def _send(self, batch: Sequence[Event]) -> None:
         rnd = _Round(keys=[event_key(e) for e in batch], bodies=[b""] * len(batch))
-        await self._encode(batch, rnd)
         if self.state is not None:
             await self._recover(rnd)
         todo = [i for i in range(len(batch)) if not rnd.settled(i) and not self._awaited(rnd, i)]
         if todo and self.state is not None and not self._ack_checked:
             await self._check_ack(rnd, todo)
-        sizes = [len(b) for b in rnd.bodies]
-        for group in plan_requests(sizes, todo, self.config.max_request_bytes):
-            await self._post(rnd, group, batch)
+        # Pieces are encoded (and gzipped) on a thread while the request before them is
+        # on the wire: HEC's time and ours overlap instead of adding up.
+        pieces = [todo[i : i + _PIECE_EVENTS] for i in range(0, len(todo), _PIECE_EVENTS)]
+        ahead = asyncio.ensure_future(self._prepare(batch, rnd, pieces[0])) if pieces else None
+        done = 0
+        try:
+            while ahead is not None:
+                requests, failed = await ahead
+                rnd.failed.update(failed)
+                done += 1
+                ahead = (
+                    asyncio.ensure_future(self._prepare(batch, rnd, pieces[done]))
+                    if done < len(pieces)
+                    else None
+                )
+                for group, body in requests:
+                    await self._post(rnd, group, batch, body)
+        finally:
+            if ahead is not None:  # the send ended early: the next piece is not needed
+                ahead.cancel()
         if rnd.waiting:
             await self._await_acks(rnd)
         self._finish(rnd, batch)
 
-    async def _encode(self, batch: Sequence[Event], rnd: _Round) -> None:
-        def run() -> None:
-            for pos, event in enumerate(batch):
-                try:
-                    rnd.bodies[pos] = self._encoder.event(event)
-                except (ValueError, TypeError) as exc:  # a body that is not JSON
-                    rnd.failed[pos] = PermanentSinkError(f"cannot encode for HEC: {exc}")
+    async def _prepare(
+        self, batch: Sequence[Event], rnd: _Round, piece: list[int]
+    ) -> tuple[list[tuple[list[int], bytes]], dict[int, SinkError]]:
+        """Encode ``piece`` and build its request bodies (gzipped when configured) on a
+        thread: JSON work for hundreds of events would stall ingress on the same loop.
 
-        # JSON work for hundreds of events would stall ingress on the same loop.
-        await asyncio.to_thread(run)
+        Returns the requests (positions, body) and the events that cannot be encoded.
+        """
+        gzip = self.config.compression == "gzip"
+
+        def run() -> tuple[list[tuple[list[int], bytes]], dict[int, SinkError]]:
+            failed: dict[int, SinkError] = {}
+            for pos in piece:
+                try:
+                    rnd.bodies[pos] = self._encoder.event(batch[pos])
+                except (ValueError, TypeError) as exc:  # a body that is not JSON
+                    failed[pos] = PermanentSinkError(f"cannot encode for HEC: {exc}")
+            ready = [pos for pos in piece if pos not in failed]
+            sizes = {pos: len(rnd.bodies[pos]) for pos in ready}
+            requests = []
+            for group in plan_requests(sizes, ready, self.config.max_request_bytes):
+                body = b"".join(rnd.bodies[i] for i in group)
+                requests.append((group, gzip_body(body) if gzip else body))
+            return requests, failed
+
+        return await asyncio.to_thread(run)
 
     @staticmethod
     def _awaited(rnd: _Round, pos: int) -> bool:
         return any(pos in positions for positions in rnd.waiting.values())
 
-    async def _post(self, rnd: _Round, positions: list[int], batch: Sequence[Event]) -> None:
-        """Send ``positions`` as one request; split or isolate as HEC's answer says."""
+    async def _post(
+        self, rnd: _Round, positions: list[int], batch: Sequence[Event], ready: bytes
+    ) -> None:
+        """Send ``positions`` as one request (``ready``: its body, prepared); split or
+        isolate as HEC's answer says."""
         stack = [positions]
         while stack:
             group = stack.pop()
@@ -186,9 +224,11 @@ class Delivery:
                 rnd.fail(group, rnd.halt)
                 continue
             try:
-                response = await self.client.post_events(
-                    b"".join(rnd.bodies[i] for i in group), self.channel
-                )
+                if group is positions:
+                    response = await self.client.post_events(ready, self.channel, prepared=True)
+                else:  # a part of it, after a split or an isolation
+                    body = b"".join(rnd.bodies[i] for i in group)
+                    response = await self.client.post_events(body, self.channel)
             except httpx.HTTPError as exc:
                 self._stop(rnd, group, transport_error(exc))
                 continue

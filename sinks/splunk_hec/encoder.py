@@ -31,6 +31,7 @@ from typing import Any
 
 import orjson
 
+from sinks._json import read_body
 from sinks.base import Event
 from sinks.splunk_hec.config import CATEGORIES, DEFAULT_SOURCETYPES, SplunkHecConfig
 
@@ -80,20 +81,6 @@ def _flat(value: object) -> str | None:
     if isinstance(value, str) and 0 < len(value) <= _MAX_FIELD_CHARS:
         return value
     return None  # objects, lists, null, empty or huge strings: HEC fields are flat
-
-
-def _parse(body: bytes) -> Any:
-    """The body as Python values, for reading indexed fields only.
-
-    Raises:
-        ValueError: not JSON.
-    """
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        # orjson refuses lone surrogate escapes and numbers beyond double range,
-        # which are valid JSON text: the standard library reads them.
-        return json.loads(body)
 
 
 def indexed_fields(event: Event, payload: Any, names: Sequence[str]) -> dict[str, str]:
@@ -165,7 +152,7 @@ class Encoder:
         Raises:
             ValueError: the stored body is not JSON (ingress never stores such a body).
         """
-        payload = _parse(event.body) if self.payload_fields else None
+        payload = read_body(event.body) if self.payload_fields else None
         fields = indexed_fields(event, payload, self.payload_fields)
         head = event.export_record_head()
         try:
@@ -198,7 +185,7 @@ class Encoder:
 
 
 def plan_requests(
-    sizes: Sequence[int], positions: Sequence[int], max_bytes: int
+    sizes: Sequence[int] | Mapping[int, int], positions: Sequence[int], max_bytes: int
 ) -> list[list[int]]:
     """Group ``positions`` (in order) into requests of at most ``max_bytes`` each.
 

@@ -52,7 +52,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from sinks.base import Event
-from tests.harness import free_port
+from tests.fakes._server import ThreadedServer
 
 TOKEN = "11111111-2222-3333-4444-555555555555"
 
@@ -190,8 +190,6 @@ class HecEmulator:
         self.indexed_count = 0
         self._channels: dict[str, _Channel] = {}
         self._lock = threading.Lock()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
         self.port = 0
         self.scheme = "http"
         self.app = Starlette(
@@ -205,6 +203,7 @@ class HecEmulator:
                 Route("/_emulator/stats", self._stats, methods=["GET"]),
             ]
         )
+        self._server = ThreadedServer(self.app, "hec-emulator")
 
     # -- test controls ---------------------------------------------------------------
 
@@ -483,34 +482,12 @@ class HecEmulator:
         return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def start(self, *, certfile: str | None = None, keyfile: str | None = None) -> HecEmulator:
-        self.port = free_port()
         self.scheme = "https" if certfile else "http"
-        config = uvicorn.Config(
-            self.app,
-            host="127.0.0.1",
-            port=self.port,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            ws="none",
-            ssl_certfile=certfile,
-            ssl_keyfile=keyfile,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="hec-emulator", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("HEC emulator did not start")
-            time.sleep(0.01)
+        self.port = self._server.start(ssl_certfile=certfile, ssl_keyfile=keyfile)
         return self
 
     def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
-            self._server = self._thread = None
+        self._server.stop()
 
 
 _CATEGORY = {"decision_event": "decision", "rule": "rule", "approval": "approval"}

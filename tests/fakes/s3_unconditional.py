@@ -8,19 +8,16 @@ signatures, so removing a signed header does not make it refuse the request.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.harness import free_port
+from tests.fakes._server import ThreadedServer
 from tests.services.moto import MotoServer, moto_server
 
 _HOP = frozenset({"host", "if-none-match", "content-length", "transfer-encoding", "connection"})
@@ -32,7 +29,7 @@ class UnconditionalS3:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.dropped = 0
-        self.port = free_port()
+        self.port = 0
         self._client = httpx.AsyncClient(base_url=upstream, timeout=30)
         self.app = Starlette(
             routes=[
@@ -43,8 +40,7 @@ class UnconditionalS3:
                 )
             ]
         )
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server = ThreadedServer(self.app, "s3-proxy")
 
     @property
     def endpoint(self) -> str:
@@ -66,24 +62,11 @@ class UnconditionalS3:
         return Response(answer.content, status_code=answer.status_code, headers=out)
 
     def start(self) -> UnconditionalS3:
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="s3-proxy", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the S3 proxy did not start")
-            time.sleep(0.01)
+        self.port = self._server.start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
-            self._server = self._thread = None
+        self._server.stop()
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from sinks import PartialDeliveryError, PermanentSinkError, SinkUnavailableError
+from sinks import Event, PartialDeliveryError, PermanentSinkError, SinkUnavailableError
 from tests.sinks._kafka import PASSWORD, FakePlan, fake_sink, make_event, plan, run
 
 SASL_REFUSED = ke.SaslAuthenticationFailedError(
@@ -27,9 +27,23 @@ SASL_REFUSED = ke.SaslAuthenticationFailedError(
 )
 
 
-def sized(seq: int, size: int) -> object:
+def sized(seq: int, size: int) -> Event:
     """An event whose record value is about ``size`` bytes."""
     return make_event(seq, pad="x" * max(0, size - 180))
+
+
+def partial_failure(plan: FakePlan, events: list[Event]) -> PartialDeliveryError:
+    """Send ``events`` once through a started sink; the send must fail in part."""
+    sink = fake_sink(plan)
+
+    async def go() -> PartialDeliveryError:
+        await sink.start()
+        with pytest.raises(PartialDeliveryError) as info:
+            await sink.send(events)
+        await sink.close()
+        return info.value
+
+    return run(go())  # type: ignore[no-any-return]
 
 
 def test_a_batch_refused_for_one_large_record_dead_letters_only_that_record(
@@ -39,16 +53,7 @@ def test_a_batch_refused_for_one_large_record_dead_letters_only_that_record(
     the whole producer batch; the sink re-sends the others and dead-letters only the big one."""
     plan.broker_max_message_bytes = 3000
     events = [sized(i, n) for i, n in enumerate([250, 260, 270, 20_000, 280, 290])]
-    sink = fake_sink(plan)
-
-    async def go() -> PartialDeliveryError:
-        await sink.start()
-        with pytest.raises(PartialDeliveryError) as info:
-            await sink.send(events)  # type: ignore[arg-type]
-        await sink.close()
-        return info.value
-
-    error = run(go())
+    error = partial_failure(plan, events)
     assert list(error.failures) == [3]
     assert isinstance(error.failures[3], PermanentSinkError)
     assert "MessageSizeTooLarge" in str(error.failures[3])
@@ -61,16 +66,7 @@ def test_two_refused_records_among_many_are_found_by_bisection(plan: FakePlan) -
     once each, in a number of flushes that grows with log(batch), not with its size."""
     plan.broker_max_message_bytes = 12_000
     events = [sized(i, 20_000 if i in (7, 30) else 250) for i in range(40)]
-    sink = fake_sink(plan)
-
-    async def go() -> PartialDeliveryError:
-        await sink.start()
-        with pytest.raises(PartialDeliveryError) as info:
-            await sink.send(events)  # type: ignore[arg-type]
-        await sink.close()
-        return info.value
-
-    error = run(go())
+    error = partial_failure(plan, events)
     assert sorted(error.failures) == [7, 30]
     assert sorted(plan.delivered) == sorted(f"evt_{i}" for i in range(40) if i not in (7, 30))
     assert plan.producers[0].flushes <= 1 + 4 * 6
@@ -81,7 +77,7 @@ def test_a_lone_refused_record_is_dead_lettered_without_resending(plan: FakePlan
     plan.broker_max_message_bytes = 3000
     sink = fake_sink(plan)
     with pytest.raises(PermanentSinkError, match="MessageSizeTooLarge"):
-        run(sink.send([sized(1, 20_000)]))  # type: ignore[list-item]
+        run(sink.send([sized(1, 20_000)]))
     assert plan.producers[0].flushes == 1
 
 
@@ -210,5 +206,5 @@ def test_a_batch_too_large_only_in_total_is_delivered_whole(plan: FakePlan) -> N
     through, so nothing is dead-lettered."""
     plan.broker_max_message_bytes = 3000
     sink = fake_sink(plan)
-    run(sink.send([sized(i, 1000) for i in range(12)]))  # type: ignore[misc]
+    run(sink.send([sized(i, 1000) for i in range(12)]))
     assert sorted(plan.delivered) == sorted(f"evt_{i}" for i in range(12))

@@ -18,9 +18,9 @@ from sinks import sink_types
 from tests.fakes.hec import TOKEN, HecEmulator, hec
 from tests.fakes.s3_unconditional import UnconditionalS3, unconditional_s3
 from tests.harness import base_config, write_config
-from tests.services.moto import ACCESS_KEY, REGION, SECRET_KEY, MotoServer, moto_server, s3_bucket
+from tests.services.moto import SECRET_KEY, MotoServer, moto_server, s3_bucket
 from tests.services.tansu import Tansu, tansu, tansu_auth
-from tests.sinks.s3_support import data_keys, keypair
+from tests.sinks.s3_support import data_keys, keypair, s3_table
 
 pytestmark = pytest.mark.integration
 KEYS = keypair()
@@ -64,20 +64,7 @@ def splunk(emulator: HecEmulator, **extra: Any) -> dict[str, Any]:
 
 
 def s3(endpoint: str, bucket: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "name": "archive",
-        "type": "s3",
-        "bucket": bucket,
-        "prefix": "audit",
-        "region": REGION,
-        "endpoint_url": endpoint,
-        "access_key_id": ACCESS_KEY,
-        "secret_access_key": SECRET_KEY,
-        "signing_key": KEYS.private_pem,
-        "connect_timeout_seconds": 2.0,
-        "read_timeout_seconds": 5.0,
-        **extra,
-    }
+    return s3_table(endpoint, bucket, KEYS, read_timeout_seconds=5.0, **extra)
 
 
 def test_every_sink_type_probes_ok_against_its_service(
