@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sinks._json import read_body
 from sinks.base import SCHEMA_VERSION, Event, PermanentSinkError
 
 __all__ = [
@@ -129,7 +130,7 @@ class KeySpec:
     def key_for(self, event: Event) -> bytes:
         if not self.path:
             return event.event_id.encode()
-        value: Any = event.payload()
+        value: Any = read_body(event.body)
         for name in self.path:
             if not isinstance(value, Mapping) or name not in value:
                 return event.event_id.encode()
@@ -172,14 +173,21 @@ def encode(event: Event, topic: TopicTemplate, key: KeySpec) -> KafkaRecord:
         raise PermanentSinkError(f"topic {name[:300]!r} rendered for this event {problem}")
     headers = [
         ("event_id", event.event_id.encode()),
-        ("event_type", event.event_type.encode()),
-        ("category", event.category.encode()),
-        ("schema_version", _SCHEMA),
-        ("content-type", _JSON),
+        *_type_headers(event.event_type, event.category),
     ]
     # The export record of base.py with the payload byte for byte as BIGHUB signed it,
     # raw line breaks included: a record value is framed by its length, not by lines.
     return KafkaRecord(name, key.key_for(event), event.export_json(one_line=False), headers)
+
+
+@functools.lru_cache(maxsize=4096)  # event types are few; this runs once per event
+def _type_headers(event_type: str, category: str) -> tuple[tuple[str, bytes], ...]:
+    return (
+        ("event_type", event_type.encode()),
+        ("category", category.encode()),
+        ("schema_version", _SCHEMA),
+        ("content-type", _JSON),
+    )
 
 
 # The receiver's category rule (DESIGN.md §2), repeated here because sinks never

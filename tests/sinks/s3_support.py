@@ -46,10 +46,14 @@ def keypair() -> KeyPair:
     )
 
 
-def s3_config(moto: MotoServer | str, bucket: str, keys: KeyPair, **overrides: Any) -> S3Config:
+def s3_table(
+    moto: MotoServer | str, bucket: str, keys: KeyPair, **overrides: Any
+) -> dict[str, Any]:
+    """An ``[[sinks]]`` table for an S3 sink on ``moto`` (a server or an endpoint URL)."""
     endpoint = moto if isinstance(moto, str) else moto.endpoint
-    values: dict[str, Any] = {
+    return {
         "name": "archive",
+        "type": "s3",
         "bucket": bucket,
         "prefix": "audit",
         "region": REGION,
@@ -61,7 +65,10 @@ def s3_config(moto: MotoServer | str, bucket: str, keys: KeyPair, **overrides: A
         "read_timeout_seconds": 10.0,
         **overrides,
     }
-    return S3Config(**values)
+
+
+def s3_config(moto: MotoServer | str, bucket: str, keys: KeyPair, **overrides: Any) -> S3Config:
+    return S3Config(**s3_table(moto, bucket, keys, **overrides))
 
 
 def make_event(

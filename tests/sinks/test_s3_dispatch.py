@@ -24,7 +24,7 @@ from receiver.service import Service
 from receiver.settings import load_settings
 from receiver.store import IngestOutcome, NewEvent, Route, SQLiteStore
 from sinks.s3 import S3Config, S3Sink, verify_archive
-from sinks.s3.sink import api_for
+from sinks.s3._client import api_for
 from tests.harness import ROOT, SECRET
 from tests.services.moto import ACCESS_KEY, REGION, SECRET_KEY, MotoServer, moto_server, s3_bucket
 from tests.services.tcp_proxy import tcp_proxy
@@ -163,7 +163,7 @@ def _sink_values(moto: MotoServer, bucket: str, **overrides: Any) -> dict[str, A
         pytest.param(40, 40, 5, 15, id="retry-batches-hold-fewer"),
     ],
 )
-def test_crash_between_put_and_outbox_commit_archives_each_event_once(
+def test_crash_between_put_and_cursor_write_archives_each_event_once(
     tmp_path: Path,
     moto_server: MotoServer,
     s3_bucket: Callable[..., str],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import itertools
 import json
 from dataclasses import replace
 
@@ -321,3 +322,38 @@ def test_public_keys_load_from_pem_and_raw_forms() -> None:
         assert key_id(load_public_key(data)) == key_id(public)
     with pytest.raises(ValueError, match="expected an Ed25519"):
         load_public_key(b"nope")
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    ts=st.one_of(
+        st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False),
+        st.integers(min_value=0, max_value=4_102_444_800).map(lambda s: s + 0.0005),
+        st.integers(min_value=0, max_value=4_102_444_800).map(lambda s: s + 0.9999995),
+    )
+)
+def test_received_at_text_equals_the_datetime_rendering(ts: float) -> None:
+    """The cached formatter writes exactly what datetime writes (lines must not change:
+    a retry compares them byte for byte)."""
+    from datetime import datetime, timezone
+
+    from sinks.s3.encoder import _received_iso
+
+    expected = datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds")
+    assert _received_iso(ts) == expected
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    data=st.binary(min_size=0, max_size=20_000),
+    cuts=st.lists(st.integers(min_value=0, max_value=20_000), max_size=12),
+    level=st.sampled_from([1, 3, 6, 9]),
+)
+def test_gzip_of_chunks_equals_one_shot_gzip(data: bytes, cuts: list[int], level: int) -> None:
+    """However the lines are cut into chunks, the object bytes (and so its key) are those
+    of gzip.compress(mtime=0)."""
+    from sinks.s3.encoder import gzip_chunks
+
+    edges = sorted({0, len(data), *(c for c in cuts if c < len(data))})
+    chunks = [data[a:b] for a, b in itertools.pairwise(edges)]
+    assert gzip_chunks(chunks, level) == gzip.compress(data, compresslevel=level, mtime=0)

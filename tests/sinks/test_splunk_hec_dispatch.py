@@ -1,4 +1,4 @@
-"""End to end: signed webhooks -> ingress -> SQLite outbox -> real dispatcher -> HEC sink
+"""End to end: signed webhooks -> ingress -> SQLite spool -> real dispatcher -> HEC sink
 -> emulator. In-process ``Service`` for most tests, a real ``serve`` process for the
 restart with pending acks.
 """
