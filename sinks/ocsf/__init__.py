@@ -1,0 +1,40 @@
+"""OCSF: BIGHUB events as Open Cybersecurity Schema Framework records.
+
+One pure mapper (``Mapper``) used by every sink's ``encoding = "ocsf"`` and by the
+Amazon Security Lake sink; ``OcsfOptions`` is the config mixin those sinks share.
+"""
+
+from sinks.ocsf.config import (
+    DEFAULT_VERSION,
+    VERSIONS,
+    Encoding,
+    FieldPaths,
+    OcsfMapping,
+    OcsfOptions,
+    OcsfVersion,
+    Vocabulary,
+)
+from sinks.ocsf.mapper import CloudContext, Mapper, OcsfRecord, class_of
+
+__all__ = [
+    "DEFAULT_VERSION",
+    "VERSIONS",
+    "CloudContext",
+    "Encoding",
+    "FieldPaths",
+    "Mapper",
+    "OcsfMapping",
+    "OcsfOptions",
+    "OcsfRecord",
+    "OcsfVersion",
+    "Vocabulary",
+    "class_of",
+    "mapper_for",
+]
+
+
+def mapper_for(options: OcsfOptions) -> Mapper | None:
+    """The mapper a sink config asks for, or None with ``encoding = "export"``."""
+    if options.encoding != "ocsf":
+        return None
+    return Mapper(options.ocsf, options.ocsf_version)
