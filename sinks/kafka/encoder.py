@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sinks.base import SCHEMA_VERSION, Event, PermanentSinkError
+from sinks.ocsf import Mapper
 
 __all__ = [
     "CONTENT_TYPE",
@@ -160,8 +161,10 @@ def _rendered(
     return name, topic_name_problem(name)
 
 
-def encode(event: Event, topic: TopicTemplate, key: KeySpec) -> KafkaRecord:
-    """The record for one event.
+def encode(
+    event: Event, topic: TopicTemplate, key: KeySpec, mapper: Mapper | None = None
+) -> KafkaRecord:
+    """The record for one event: the export record, or with ``mapper`` its OCSF record.
 
     Raises:
         PermanentSinkError: the rendered topic is not a valid name (an event type
@@ -170,15 +173,19 @@ def encode(event: Event, topic: TopicTemplate, key: KeySpec) -> KafkaRecord:
     name, problem = _rendered(topic, event.category, event.event_type, event.source)
     if problem is not None:
         raise PermanentSinkError(f"topic {name[:300]!r} rendered for this event {problem}")
+    if mapper is None:
+        # The same bytes as the stdout sink writes: one implementation of the record.
+        value, schema = event.export_json(), ("schema_version", _SCHEMA)
+    else:
+        value, schema = mapper.map(event).json(), ("ocsf_version", mapper.version.encode())
     headers = [
         ("event_id", event.event_id.encode()),
         ("event_type", event.event_type.encode()),
         ("category", event.category.encode()),
-        ("schema_version", _SCHEMA),
+        schema,
         ("content-type", _JSON),
     ]
-    # The same bytes as the stdout sink writes: one implementation of the record (base.py).
-    return KafkaRecord(name, key.key_for(event), event.export_json(), headers)
+    return KafkaRecord(name, key.key_for(event), value, headers)
 
 
 # The receiver's category rule (DESIGN.md §2), repeated here because sinks never

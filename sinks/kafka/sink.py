@@ -40,6 +40,7 @@ from sinks.base import (
 from sinks.kafka._worker import Worker, WorkerTimeout
 from sinks.kafka.config import INSTALL_HINT, SASL_PROTOCOLS, TLS_PROTOCOLS, KafkaConfig
 from sinks.kafka.encoder import encode, routable_topics
+from sinks.ocsf import mapper_for
 
 __all__ = ["KafkaSink"]
 
@@ -79,6 +80,7 @@ class KafkaSink:
         self._factory = producer_factory
         self._topic = config.topic_template
         self._key = config.key_spec
+        self._mapper = mapper_for(config)
         self._health_topics, self._health_note = routable_topics(self._topic, config.events)
         self._worker = Worker(f"kafka-{config.name}")
         self._health_worker = Worker(f"kafka-{config.name}-health")
@@ -380,7 +382,7 @@ class KafkaSink:
                 outcomes[i] = stopped
                 continue
             try:
-                record = encode(event, self._topic, self._key)
+                record = encode(event, self._topic, self._key, self._mapper)
             except PermanentSinkError as exc:
                 outcomes[i] = exc
                 continue

@@ -9,6 +9,8 @@ One HEC event object per stored event::
 
 A body is such objects concatenated (HEC's batch format). ``time`` is when the event
 says it happened (epoch seconds, millisecond precision), else when it was received.
+With ``encoding = "ocsf"`` the ``event`` is the OCSF record and the default sourcetype
+is ``ocsf:bighub:<class>`` (``api_activity``, ``entity_management``, ``base_event``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sinks.base import Event
+from sinks.ocsf import Mapper, class_of, mapper_for
 from sinks.splunk_hec.config import CATEGORIES, DEFAULT_SOURCETYPES, SplunkHecConfig
 
 __all__ = [
@@ -98,22 +101,29 @@ class Encoder:
     by_category: Mapping[str, Metadata]
     payload_fields: tuple[str, ...] = ()
     fallback: Metadata = field(default_factory=Metadata)
+    mapper: Mapper | None = None
 
     @classmethod
     def from_config(cls, config: SplunkHecConfig) -> Encoder:
         base = Metadata(config.index, config.sourcetype, config.source, config.host)
+        mapper = mapper_for(config)
         by_category: dict[str, Metadata] = {}
         for category in CATEGORIES:
+            default_sourcetype = (
+                DEFAULT_SOURCETYPES[category]
+                if mapper is None
+                else f"ocsf:bighub:{class_of(category).name}"
+            )
             over = config.categories.get(category)
             by_category[category] = Metadata(
                 index=(over.index if over and over.index else None) or base.index,
                 sourcetype=(over.sourcetype if over and over.sourcetype else None)
                 or base.sourcetype
-                or DEFAULT_SOURCETYPES[category],
+                or default_sourcetype,
                 source=(over.source if over and over.source else None) or base.source,
                 host=(over.host if over and over.host else None) or base.host,
             )
-        return cls(by_category, tuple(config.payload_fields), by_category["other"])
+        return cls(by_category, tuple(config.payload_fields), by_category["other"], mapper)
 
     def metadata(self, category: str) -> Metadata:
         return self.by_category.get(category, self.fallback)
@@ -133,6 +143,9 @@ class Encoder:
             if value is not None:
                 obj[key] = value
         obj["fields"] = indexed_fields(event, payload, self.payload_fields)
+        if self.mapper is not None:
+            obj["event"] = self.mapper.map(event).record
+            return json.dumps(obj, separators=(",", ":")).encode("ascii")
         obj["event"] = record
         # ASCII escapes: indexed fields copy payload strings, which may hold lone
         # surrogate escapes that have no UTF-8 form.
