@@ -9,6 +9,7 @@ from sinks.ocsf.config import (
     VERSIONS,
     Encoding,
     FieldPaths,
+    OcsfFields,
     OcsfMapping,
     OcsfOptions,
     OcsfVersion,
@@ -23,6 +24,7 @@ __all__ = [
     "Encoding",
     "FieldPaths",
     "Mapper",
+    "OcsfFields",
     "OcsfMapping",
     "OcsfOptions",
     "OcsfRecord",
@@ -33,8 +35,8 @@ __all__ = [
 ]
 
 
-def mapper_for(options: OcsfOptions) -> Mapper | None:
+def mapper_for(options: OcsfFields) -> Mapper | None:
     """The mapper a sink config asks for, or None with ``encoding = "export"``."""
-    if options.encoding != "ocsf":
+    if isinstance(options, OcsfOptions) and options.encoding != "ocsf":
         return None
     return Mapper(options.ocsf, options.ocsf_version)

@@ -27,6 +27,7 @@ __all__ = [
     "VERSIONS",
     "Encoding",
     "FieldPaths",
+    "OcsfFields",
     "OcsfMapping",
     "OcsfOptions",
     "OcsfVersion",
@@ -235,14 +236,9 @@ class OcsfMapping(_Model):
         return self
 
 
-class OcsfOptions(BaseModel):
-    """Mixin for sink configs: ``encoding``, ``ocsf_version`` and the ``ocsf`` mapping."""
+class OcsfFields(BaseModel):
+    """Mixin: ``ocsf_version`` and the ``ocsf`` mapping (sinks that always write OCSF)."""
 
-    encoding: Encoding = Field(
-        default="export",
-        description='"export": the export record (schema_version 1); "ocsf": one OCSF record '
-        "per event.",
-    )
     ocsf_version: OcsfVersion = Field(
         default=DEFAULT_VERSION,
         description='OCSF schema version of "ocsf" records: 1.1.0 (what Amazon Security Lake '
@@ -250,4 +246,14 @@ class OcsfOptions(BaseModel):
     )
     ocsf: OcsfMapping = Field(
         default_factory=OcsfMapping, description="Where OCSF fields come from in the payload."
+    )
+
+
+class OcsfOptions(OcsfFields):
+    """Mixin for sink configs: ``encoding`` plus ``ocsf_version`` and the ``ocsf`` mapping."""
+
+    encoding: Encoding = Field(
+        default="export",
+        description='"export": the export record (schema_version 1); "ocsf": one OCSF record '
+        "per event.",
     )
