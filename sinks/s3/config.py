@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 
 from sinks._secrets import SecretRef
 from sinks.base import SinkConfig
+from sinks.ocsf import OcsfOptions
 from sinks.s3.manifest import load_private_key
 
 __all__ = ["MIB", "S3Config"]
@@ -35,7 +36,7 @@ StorageClass = Literal[
 ]
 
 
-class S3Config(SinkConfig):
+class S3Config(SinkConfig, OcsfOptions):
     """Gzip NDJSON objects in Hive-style partitions, a signed hash chain of manifests."""
 
     type: Literal["s3"] = Field(default="s3", description="The S3 compliance archive.")
