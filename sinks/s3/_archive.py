@@ -29,12 +29,13 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
 from sinks.base import Event, SinkError, SinkUnavailableError
-from sinks.s3._client import S3Api
+from sinks.s3 import health
+from sinks.s3._client import S3Api, object_params
 from sinks.s3._format import ArchiveSettings, NdjsonFormat, ObjectFormat, Partitioned
 from sinks.s3.config import S3Config
 from sinks.s3.encoder import ArchiveObject, Member
@@ -52,12 +53,10 @@ from sinks.s3.manifest import (
     sign_manifest,
 )
 
-__all__ = ["MARKER_NAME", "ArchiveWriter", "KeyConflictError"]
+__all__ = ["ArchiveWriter", "KeyConflictError"]
 
 log = structlog.get_logger("bighub_siem.sinks.s3")
 
-MARKER_NAME = "_bighub-siem-archive.json"
-_MARKER = b'{"archive":"bighub-siem","layout_version":1}\n'
 _RECENT_MANIFESTS = 8  # read at open: the newest is the head, all of them seed _chained
 _CHAINED_MAX = 200_000  # keys remembered as chained (bounded memory)
 _CACHE_MAX = 8  # decoded objects kept to skip re-reads on retries
@@ -98,24 +97,14 @@ class ArchiveWriter:
 
     # -- opening and probing -----------------------------------------------------------
 
-    @property
-    def marker_key(self) -> str:
-        return self._prefix + MARKER_NAME
-
     def open(self) -> None:
         """Check access (write the marker once) and recover the chain head."""
         self.probe()
         self._load_head()
 
     def probe(self) -> None:
-        """What a send needs: the bucket answers and accepts our writes.
-
-        The conditional PUT of the marker proves write permission without creating
-        anything once the marker exists (S3 checks authorization before the
-        precondition), which matters on a bucket under Object Lock.
-        """
-        self.api.head_bucket()
-        self.api.put_new(self.marker_key, _MARKER, **self._extra(kind="marker"))
+        """What a send needs: the bucket answers and accepts our writes (see ``health``)."""
+        health.check(self.api, self.config, self._extra(kind="marker"))
 
     def _load_head(self) -> None:
         recent: list[SignedManifest] = []
@@ -349,20 +338,8 @@ class ArchiveWriter:
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), tz=timezone.utc)
 
-    def _extra(self, *, kind: str) -> dict[str, Any]:
-        cfg = self.config
-        extra: dict[str, Any] = {
-            "ContentType": self.format.content_type if kind == "data" else "application/json",
-            # Manifests and the marker are read at every start: keep them readable.
-            "StorageClass": cfg.storage_class if kind == "data" else "STANDARD",
-        }
-        if cfg.server_side_encryption != "none":
-            extra["ServerSideEncryption"] = cfg.server_side_encryption
-            if cfg.kms_key_id:
-                extra["SSEKMSKeyId"] = cfg.kms_key_id
-        if cfg.object_lock_mode != "none" and cfg.retention_days and kind != "marker":
-            extra["ObjectLockMode"] = cfg.object_lock_mode
-            extra["ObjectLockRetainUntilDate"] = datetime.fromtimestamp(
-                self.clock() + cfg.retention_days * 86400, tz=timezone.utc
-            )
-        return extra
+    def _extra(self, *, kind: Literal["data", "manifest", "marker"]) -> dict[str, Any]:
+        params = object_params(self.config, kind=kind, now=self.clock())
+        if kind == "data":
+            params["ContentType"] = self.format.content_type
+        return params

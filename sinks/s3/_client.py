@@ -23,11 +23,16 @@ import contextlib
 import hashlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Literal
 
 from sinks.base import PermanentSinkError, RetryableSinkError, SinkError, SinkUnavailableError
+from sinks.s3.config import S3Config
 
-__all__ = ["S3Api", "S3Settings", "map_boto_error"]
+if TYPE_CHECKING:
+    from sinks.s3._format import ArchiveSettings
+
+__all__ = ["S3Api", "S3Settings", "api_for", "map_boto_error", "object_params"]
 
 INSTALL_HINT = "the s3 sink needs boto3: pip install 'bighub-siem[s3]'"
 
@@ -327,3 +332,45 @@ class S3Api:
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
                 return
+
+
+def api_for(config: S3Config) -> S3Api:
+    """A blocking client for the configured bucket (credentials: config, else boto3 chain)."""
+
+    def plain(value: object) -> str | None:
+        secret = getattr(value, "get_secret_value", None)
+        return str(secret()) if secret is not None else None
+
+    return S3Api(
+        S3Settings(
+            bucket=config.bucket,
+            region=config.region,
+            endpoint_url=config.endpoint_url,
+            access_key_id=plain(config.access_key_id),
+            secret_access_key=plain(config.secret_access_key),
+            session_token=plain(config.session_token),
+            connect_timeout=config.connect_timeout_seconds,
+            read_timeout=config.read_timeout_seconds,
+        )
+    )
+
+
+def object_params(
+    config: ArchiveSettings, *, kind: Literal["data", "manifest", "marker"], now: float
+) -> dict[str, Any]:
+    """The PUT parameters of one kind of object: type, storage class, SSE, Object Lock."""
+    extra: dict[str, Any] = {
+        "ContentType": "application/gzip" if kind == "data" else "application/json",
+        # Manifests and the marker are read at every start: keep them readable.
+        "StorageClass": config.storage_class if kind == "data" else "STANDARD",
+    }
+    if config.server_side_encryption != "none":
+        extra["ServerSideEncryption"] = config.server_side_encryption
+        if config.kms_key_id:
+            extra["SSEKMSKeyId"] = config.kms_key_id
+    if config.object_lock_mode != "none" and config.retention_days and kind != "marker":
+        extra["ObjectLockMode"] = config.object_lock_mode
+        extra["ObjectLockRetainUntilDate"] = datetime.fromtimestamp(
+            now + config.retention_days * 86400, tz=timezone.utc
+        )
+    return extra

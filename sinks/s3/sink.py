@@ -1,5 +1,10 @@
 """The S3 sink: the async face of the archive writer.
 
+The parts: ``encoder`` (events -> objects and keys, pure), ``_client`` (boto3 and its
+error map), ``_archive`` (exactly-once objects and the manifest chain), ``manifest``
+(signed manifests), ``health`` (the check at start and in ``health()``), ``verify``
+(the auditor's side).
+
 boto3 blocks, so every S3 call runs on this sink's own small thread pool (two
 workers: a long send never holds up a health check), and the event loop only
 awaits. The writer and its chain state are used by one thread at a time.
@@ -26,34 +31,13 @@ from sinks.base import (
     SinkUnavailableError,
 )
 from sinks.s3._archive import ArchiveWriter
-from sinks.s3._client import S3Api, S3Settings
+from sinks.s3._client import api_for
 from sinks.s3.config import S3Config
 
-__all__ = ["S3Sink", "api_for"]
+__all__ = ["S3Sink"]
 
 log = structlog.get_logger("bighub_siem.sinks.s3")
 T = TypeVar("T")
-
-
-def api_for(config: S3Config) -> S3Api:
-    """A blocking client for the configured bucket (credentials: config, else boto3 chain)."""
-
-    def plain(value: object) -> str | None:
-        secret = getattr(value, "get_secret_value", None)
-        return str(secret()) if secret is not None else None
-
-    return S3Api(
-        S3Settings(
-            bucket=config.bucket,
-            region=config.region,
-            endpoint_url=config.endpoint_url,
-            access_key_id=plain(config.access_key_id),
-            secret_access_key=plain(config.secret_access_key),
-            session_token=plain(config.session_token),
-            connect_timeout=config.connect_timeout_seconds,
-            read_timeout=config.read_timeout_seconds,
-        )
-    )
 
 
 class S3Sink:

@@ -36,8 +36,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from sinks.s3._archive import MARKER_NAME
 from sinks.s3._client import S3Api, S3Settings
+from sinks.s3.health import MARKER_NAME
 from sinks.s3.manifest import (
     GENESIS,
     MANIFEST_DIR,

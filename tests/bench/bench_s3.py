@@ -28,7 +28,7 @@ from receiver.dispatcher import Dispatcher
 from receiver.metrics import Metrics
 from receiver.store import SQLiteStore
 from sinks.s3 import S3Sink, verify_archive
-from sinks.s3.sink import api_for
+from sinks.s3._client import api_for
 from tests.services.moto import MotoServer, run_moto
 from tests.sinks.s3_support import keypair, new_event, s3_config
 

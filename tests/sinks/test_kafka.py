@@ -34,11 +34,11 @@ from sinks import (
 )
 from sinks.base import Event
 from sinks.kafka import KafkaConfig, KafkaSink
-from sinks.kafka import errors as kafka_errors
+from sinks.kafka import _client as kafka_client
+from sinks.kafka._client import map_kafka_error
 from sinks.kafka._worker import Worker, WorkerTimeout
 from sinks.kafka.config import codec_available
 from sinks.kafka.encoder import KeySpec, TopicTemplate, encode, routable_topics
-from sinks.kafka.errors import map_kafka_error
 from tests.fakes.tls import TlsListener, make_tls_files, tls_listener
 from tests.harness import base_config, free_port, write_config
 
@@ -423,7 +423,7 @@ def test_kafka_errors_map_to_sink_errors(exc: BaseException, expected: type[Sink
 def test_error_table_covers_every_mapped_class() -> None:
     """Every class the mapping names has a row in the table above."""
     tested = {type(e) for e, _ in ERROR_TABLE}
-    named = set(kafka_errors._PERMANENT) | set(kafka_errors._UNAVAILABLE)
+    named = set(kafka_client._PERMANENT) | set(kafka_client._UNAVAILABLE)
     assert named <= tested
 
 

@@ -24,7 +24,7 @@ from receiver.service import Service
 from receiver.settings import load_settings
 from receiver.store import IngestOutcome, NewEvent, SQLiteStore
 from sinks.s3 import S3Config, S3Sink, verify_archive
-from sinks.s3.sink import api_for
+from sinks.s3._client import api_for
 from tests.harness import ROOT, SECRET
 from tests.services.moto import ACCESS_KEY, REGION, SECRET_KEY, MotoServer, moto_server, s3_bucket
 from tests.services.tcp_proxy import tcp_proxy

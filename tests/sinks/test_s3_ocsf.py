@@ -11,8 +11,8 @@ import pytest
 from sinks import Event
 from sinks.ocsf import Mapper, OcsfMapping
 from sinks.s3 import S3Config, S3Sink, verify_archive
+from sinks.s3._client import api_for
 from sinks.s3.encoder import Partition, encode_object
-from sinks.s3.sink import api_for
 from tests.services.moto import MotoServer, moto_server, s3_bucket
 from tests.sinks.ocsf_validator import assert_valid
 from tests.sinks.s3_support import archived, data_keys, keypair, make_event, s3_config

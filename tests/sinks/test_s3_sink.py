@@ -19,8 +19,8 @@ from botocore.exceptions import ClientError
 
 from sinks import Event, PartialDeliveryError, SinkError, SinkUnavailableError
 from sinks.s3 import S3Config, S3Sink, verify_archive
+from sinks.s3._client import api_for
 from sinks.s3.encoder import Partition, encode_object
-from sinks.s3.sink import api_for
 from tests.harness import free_port
 from tests.services.moto import MotoServer, moto_server, s3_bucket
 from tests.sinks.s3_support import (

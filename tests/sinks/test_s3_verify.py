@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from receiver import signatures
 from sinks.s3 import S3Config, S3Sink, VerifyReport, verify_archive
+from sinks.s3._client import api_for
 from sinks.s3.manifest import sign_manifest
-from sinks.s3.sink import api_for
 from tests.harness import ROOT, SECRET, ReceiverProcess, base_config, event_body, signed_headers
 from tests.services.moto import MotoServer, moto_server, s3_bucket
 from tests.sinks.s3_support import (

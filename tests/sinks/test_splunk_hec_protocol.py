@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from sinks.base import RetryableSinkError, SinkUnavailableError
-from sinks.splunk_hec._protocol import (
+from sinks.splunk_hec._client import (
     CODES,
     Action,
     Reply,

@@ -1,4 +1,8 @@
-"""HEC's answers and what the sink does about each: the one place errors are mapped.
+"""httpx and HEC's answers: the only module that talks to HEC, and its error map.
+
+``HecClient`` posts event batches, queries acks and reads the health endpoint;
+``classify`` and ``transport_error`` are the one place where HEC's answers and
+httpx's exceptions become the sink errors of ``sinks.base``.
 
 Splunk documents a numeric ``code`` with every HEC answer (``{"text": ..., "code": N}``)
 and, for a batch with a bad event, ``invalid-event-number``: the position of the first
@@ -21,6 +25,7 @@ one were not. ``classify`` maps (HTTP status, HEC code) to an ``Action``;
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import json
 import ssl
@@ -28,17 +33,28 @@ from dataclasses import dataclass
 
 import httpx
 
-from sinks.base import RetryableSinkError, SinkError, SinkUnavailableError
+from sinks.base import PermanentSinkError, RetryableSinkError, SinkError, SinkUnavailableError
+from sinks.splunk_hec.config import SplunkHecConfig
+from sinks.splunk_hec.encoder import gzip_body
 
 __all__ = [
+    "ACK_PATH",
     "CODES",
+    "EVENT_PATH",
+    "HEALTH_PATH",
     "Action",
+    "HecClient",
     "Reply",
     "Verdict",
     "classify",
     "parse_reply",
     "transport_error",
 ]
+
+EVENT_PATH = "/services/collector/event"
+ACK_PATH = "/services/collector/ack"
+HEALTH_PATH = "/services/collector/health"
+CHANNEL_HEADER = "X-Splunk-Request-Channel"
 
 # Splunk's HEC status codes: code -> (text, HTTP status). 0-22 are the documented
 # table; 23-27 come from newer releases and are understood when they appear.
@@ -204,3 +220,93 @@ def transport_error(exc: httpx.HTTPError) -> SinkError:
     # The request may have reached HEC (timeouts, resets, protocol errors): a resend
     # can duplicate, never lose.
     return RetryableSinkError(f"HEC request failed ({name}: {exc or 'no detail'})")
+
+
+class HecClient:
+    """One httpx client for one HEC endpoint: the token, TLS and timeouts set once.
+
+    Args:
+        config: the sink's settings.
+        transport: an httpx transport to use instead of the network (tests).
+
+    Raises:
+        PermanentSinkError: the CA bundle is unusable.
+    """
+
+    def __init__(
+        self, config: SplunkHecConfig, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self.config = config
+        verify: ssl.SSLContext | bool = False
+        if config.tls_verify:
+            try:
+                verify = ssl.create_default_context(
+                    cafile=str(config.ca_bundle) if config.ca_bundle else None
+                )
+            except (OSError, ssl.SSLError) as exc:
+                raise PermanentSinkError(f"ca_bundle {config.ca_bundle}: unusable ({exc})") from exc
+        self._http = httpx.AsyncClient(
+            base_url=config.url,
+            headers={
+                "Authorization": f"Splunk {config.token.get_secret_value()}",
+                "User-Agent": "bighub-siem",
+            },
+            verify=verify,
+            timeout=httpx.Timeout(config.timeout_seconds, connect=config.connect_timeout_seconds),
+            follow_redirects=False,  # never hand the token to another address
+            transport=transport,
+        )
+        self._closed = False
+
+    async def aclose(self) -> None:
+        self._closed = True
+        await self._http.aclose()
+
+    async def post_events(self, body: bytes, channel: str | None) -> httpx.Response:
+        """POST a batch body (gzip when configured). Raises ``httpx.HTTPError``."""
+        if self._closed:
+            raise httpx.ConnectError("sink is closed")
+        headers = {"Content-Type": "application/json"}
+        if channel is not None:
+            headers[CHANNEL_HEADER] = channel
+        if self.config.compression == "gzip":
+            body = await asyncio.to_thread(gzip_body, body)
+            headers["Content-Encoding"] = "gzip"
+        return await self._http.post(EVENT_PATH, content=body, headers=headers)
+
+    async def query_acks(self, ack_ids: list[int], channel: str) -> dict[int, bool]:
+        """Ask HEC which of ``ack_ids`` are indexed.
+
+        Raises:
+            SinkUnavailableError: HEC refuses the query (token, channel, ack off).
+            RetryableSinkError: no usable answer this time.
+        """
+        try:
+            response = await self._http.post(
+                ACK_PATH,
+                params={"channel": channel},
+                json={"acks": ack_ids},
+                headers={CHANNEL_HEADER: channel},
+            )
+        except httpx.HTTPError as exc:
+            raise transport_error(exc) from exc
+        if response.status_code == 200:
+            try:
+                acks = response.json().get("acks")
+            except (ValueError, AttributeError):
+                acks = None
+            if isinstance(acks, dict):
+                return {int(k): v is True for k, v in acks.items() if str(k).isdigit()}
+        verdict = classify(response.status_code, parse_reply(response.content))
+        if verdict.action is Action.HOLD:
+            raise SinkUnavailableError(f"ack query: {verdict.reason}")
+        raise RetryableSinkError(f"ack query: {verdict.reason}")
+
+    async def get_health(self) -> httpx.Response:
+        """GET the health endpoint (with the token). Raises ``httpx.HTTPError``."""
+        return await self._http.get(HEALTH_PATH)
+
+    async def post_nothing(self, channel: str | None) -> httpx.Response:
+        """An empty event post: HEC checks the token, then answers 5 "No data"."""
+        headers = {CHANNEL_HEADER: channel} if channel is not None else {}
+        return await self._http.post(EVENT_PATH, content=b"", headers=headers)
