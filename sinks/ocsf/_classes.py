@@ -22,7 +22,7 @@ from sinks.ocsf._schema import (
 )
 from sinks.ocsf.config import OcsfMapping
 
-__all__ = ["Draft", "build_approval", "build_decision", "build_rule"]
+__all__ = ["Draft", "build_approval", "build_decision", "build_rule", "lookups"]
 
 # verdict -> (action_id, disposition_id, status_id, status text)
 _VERDICTS: dict[str, tuple[int, int, int, str]] = {
@@ -68,6 +68,7 @@ class Draft:
     mapping: OcsfMapping
     features: Features
     event_type: str
+    vocab: tuple[dict[str, str], dict[str, str]] = field(default_factory=lambda: ({}, {}))
     profiles: set[str] = field(default_factory=set)
     severity_id: int = 1
 
@@ -76,12 +77,19 @@ class Draft:
             self.record[key] = value
 
 
-def _classify(value: str, groups: dict[str, list[str]]) -> str | None:
-    lowered = value.strip().lower()
-    for meaning, words in groups.items():
-        if lowered in (w.lower() for w in words):
-            return meaning
-    return None
+def lookups(mapping: OcsfMapping) -> tuple[dict[str, str], dict[str, str]]:
+    """(decision word -> verdict, approval word -> state), lower-case, built once."""
+    v = mapping.values
+    verdicts = {
+        "allowed": v.allowed,
+        "blocked": v.blocked,
+        "requires_approval": v.requires_approval,
+    }
+    states = {"pending": v.pending, "approved": v.approved, "rejected": v.rejected}
+    return (
+        {w.lower(): meaning for meaning, words in verdicts.items() for w in words},
+        {w.lower(): meaning for meaning, words in states.items() for w in words},
+    )
 
 
 def _suffix(event_type: str) -> str:
@@ -206,15 +214,7 @@ def _governed_call(draft: Draft, verdict: str | None, actor: dict[str, Any]) -> 
 
 def build_decision(draft: Draft) -> tuple[int, str]:
     """``decision_event.*`` -> API Activity; the verdict as the security control outcome."""
-    m = draft.mapping
-    verdict = draft.payload.word(
-        m.paths.verdict,
-        {
-            "allowed": m.values.allowed,
-            "blocked": m.values.blocked,
-            "requires_approval": m.values.requires_approval,
-        },
-    )
+    verdict = draft.payload.word(draft.mapping.paths.verdict, draft.vocab[0])
     _governed_call(draft, verdict, {})
     return API_OTHER, "Decision"
 
@@ -222,11 +222,9 @@ def build_decision(draft: Draft) -> tuple[int, str]:
 def build_approval(draft: Draft) -> tuple[int, str]:
     """``approval.*`` -> API Activity; the approver is ``actor.user`` (human oversight)."""
     m = draft.mapping
-    groups = {"pending": m.values.pending, "approved": m.values.approved}
-    groups["rejected"] = m.values.rejected
-    state = draft.payload.word(m.paths.approval_status, groups)
+    state = draft.payload.word(m.paths.approval_status, draft.vocab[1])
     if state is None:  # approval.approved, approval.rejected, approval.created ...
-        state = _classify(_suffix(draft.event_type), groups)
+        state = draft.vocab[1].get(_suffix(draft.event_type).lower())
     actor: dict[str, Any] = {}
     approver = draft.payload.text(m.paths.approver)
     if approver is not None:

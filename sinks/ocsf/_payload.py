@@ -8,6 +8,7 @@ not taken, so it stays in ``leftovers()``: nothing is ever lost.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -17,6 +18,11 @@ __all__ = ["Payload"]
 
 Path = tuple[str, ...]
 _MISSING = object()
+
+
+@functools.lru_cache(maxsize=1024)  # configured paths are few; split each once
+def _split(dotted: str) -> Path:
+    return tuple(dotted.split("."))
 
 
 def _utf8(text: str) -> bool:
@@ -50,7 +56,7 @@ class Payload:
 
     def _first(self, paths: Iterable[str], usable: Any) -> tuple[Path, Any] | None:
         for dotted in paths:
-            path = tuple(dotted.split("."))
+            path = _split(dotted)
             value = self._at(path)
             if value is _MISSING:
                 continue
@@ -77,10 +83,9 @@ class Payload:
         result: str | None = self._take(paths, usable)
         return result
 
-    def word(self, paths: Sequence[str], meanings: Mapping[str, Sequence[str]]) -> str | None:
-        """The meaning of the first string at ``paths`` listed (any case) in ``meanings``;
-        taken. Strings no meaning lists are not taken, so they stay in ``leftovers()``."""
-        lookup = {w.lower(): meaning for meaning, words in meanings.items() for w in words}
+    def word(self, paths: Sequence[str], lookup: Mapping[str, str]) -> str | None:
+        """The meaning ``lookup`` (lower-case word -> meaning) gives the first string at
+        ``paths``; taken. Strings it does not list stay in ``leftovers()``."""
 
         def usable(value: Any) -> str | None:
             return lookup.get(value.strip().lower()) if isinstance(value, str) else None

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sinks.base import Event
-from sinks.ocsf._classes import Draft, build_approval, build_decision, build_rule
+from sinks.ocsf._classes import Draft, build_approval, build_decision, build_rule, lookups
 from sinks.ocsf._payload import Payload
 from sinks.ocsf._schema import (
     API_ACTIVITY,
@@ -110,6 +110,7 @@ class Mapper:
         self.features = features(version)  # raises ValueError for an unknown version
         self.version = version
         self.cloud = cloud
+        self._vocab = lookups(mapping)
 
     def map(self, event: Event) -> OcsfRecord:
         """The OCSF record for ``event``; never raises for any stored body."""
@@ -120,7 +121,7 @@ class Mapper:
             parsed = None
         root = parsed if isinstance(parsed, dict) else {}
         payload = Payload(root, max_len=self.features.string_max)
-        draft = Draft({}, payload, self.mapping, self.features, event.event_type)
+        draft = Draft({}, payload, self.mapping, self.features, event.event_type, self._vocab)
         if event_class is API_ACTIVITY and event.category == "decision":
             activity_id, activity_name = build_decision(draft)
         elif event_class is API_ACTIVITY:

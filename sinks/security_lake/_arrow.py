@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from sinks.ocsf._schema import API_ACTIVITY, ENTITY_MANAGEMENT, EventClass, features
 
-__all__ = ["SchemaMismatchError", "schema_for", "to_row"]
+__all__ = ["RowShape", "SchemaMismatchError", "schema_for", "to_row"]
 
 _S = pa.string()
 _I = pa.int32()
@@ -165,20 +165,62 @@ def _unmapped(value: Mapping[str, Any]) -> list[tuple[str, str]]:
     return list(out.items())
 
 
-def _convert(value: Any, kind: pa.DataType, where: str) -> Any:
+# How to shape a value for an Arrow type, worked out once per type: None for a scalar
+# (passed through as is), else ("struct", names, {name: plan}), ("list", plan), ("map",).
+Plan = tuple[Any, ...] | None
+
+
+@functools.cache
+def _plan(kind: pa.DataType) -> Plan:
     if pa.types.is_struct(kind):
+        fields = {kind.field(i).name: _plan(kind.field(i).type) for i in range(kind.num_fields)}
+        return ("struct", frozenset(fields), fields)
+    if pa.types.is_list(kind):
+        return ("list", _plan(kind.value_type))
+    if pa.types.is_map(kind):
+        return ("map",)
+    return None
+
+
+def _apply(value: Any, plan: tuple[Any, ...], where: str) -> Any:
+    tag = plan[0]
+    if tag == "struct":
         if not isinstance(value, Mapping):
             raise SchemaMismatchError(f"{where}: expected an object")
-        names = {kind.field(i).name: kind.field(i).type for i in range(kind.num_fields)}
-        extra = set(value) - set(names)
-        if extra:
-            raise SchemaMismatchError(f"{where}: {sorted(extra)} not in the Arrow schema")
-        return {k: _convert(v, names[k], f"{where}.{k}") for k, v in value.items()}
-    if pa.types.is_list(kind):
-        return [_convert(v, kind.value_type, f"{where}[]") for v in value]
-    if pa.types.is_map(kind):
-        return _unmapped(value)
-    return value
+        names, fields = plan[1], plan[2]
+        if not names.issuperset(value):
+            extra = sorted(set(value) - names)
+            raise SchemaMismatchError(f"{where}: {extra} not in the Arrow schema")
+        return {
+            k: v if fields[k] is None else _apply(v, fields[k], f"{where}.{k}")
+            for k, v in value.items()
+        }
+    if tag == "list":
+        inner = plan[1]
+        return list(value) if inner is None else [_apply(v, inner, f"{where}[]") for v in value]
+    return _unmapped(value)
+
+
+class RowShape:
+    """``to_row`` for one schema, with the per-column plans worked out once."""
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self.schema = schema
+        self._plans = {name: _plan(schema.field(name).type) for name in schema.names}
+
+    def __call__(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        plans = self._plans
+        if not plans.keys() >= record.keys():
+            extra = sorted(set(record) - set(plans))
+            raise SchemaMismatchError(f"{extra} not in the Arrow schema")
+        row: dict[str, Any] = {}
+        for name, value in record.items():
+            if name == "entity" and isinstance(value, Mapping) and "data" in value:
+                # entity.data is json_t (any JSON): Parquet holds it as compact JSON text.
+                value = {**value, "data": _ASCII.encode(value["data"])}
+            plan = plans[name]
+            row[name] = value if plan is None else _apply(value, plan, name)
+        return row
 
 
 def to_row(record: Mapping[str, Any], schema: pa.Schema) -> dict[str, Any]:
@@ -187,14 +229,4 @@ def to_row(record: Mapping[str, Any], schema: pa.Schema) -> dict[str, Any]:
     Raises:
         SchemaMismatchError: the record holds a key the schema does not declare.
     """
-    extra = set(record) - set(schema.names)
-    if extra:
-        raise SchemaMismatchError(f"{sorted(extra)} not in the Arrow schema")
-    row: dict[str, Any] = {}
-    for name, value in record.items():
-        kind = schema.field(name).type
-        if name == "entity" and isinstance(value, Mapping) and "data" in value:
-            # entity.data is json_t (any JSON): Parquet holds it as compact JSON text.
-            value = {**value, "data": _ASCII.encode(value["data"])}
-        row[name] = _convert(value, kind, name)
-    return row
+    return RowShape(schema)(record)

@@ -34,7 +34,7 @@ from sinks.ocsf._schema import EventClass
 from sinks.s3._format import Partitioned
 from sinks.s3.encoder import ArchiveObject, Member, event_time
 from sinks.s3.manifest import EntryInfo
-from sinks.security_lake._arrow import schema_for, to_row
+from sinks.security_lake._arrow import RowShape, schema_for
 
 __all__ = ["DayPartition", "ParquetFormat", "object_name", "parse_object_name"]
 
@@ -91,6 +91,7 @@ class ParquetFormat:
         self.account = account
         self.compression_level = compression_level
         self.schema = schema_for(event_class, mapper.version)
+        self._shape = RowShape(self.schema)
 
     # -- writing -----------------------------------------------------------------------
 
@@ -111,7 +112,7 @@ class ParquetFormat:
         return mapped
 
     def parquet(self, records: Sequence[OcsfRecord]) -> bytes:
-        rows = [to_row(r.record, self.schema) for r in records]
+        rows = [self._shape(r.record) for r in records]
         table = pa.Table.from_pylist(rows, schema=self.schema)
         out = io.BytesIO()
         pq.write_table(
@@ -197,7 +198,7 @@ class ParquetFormat:
 
     def content(self, event: Event) -> bytes:
         """The row ``event`` becomes, as read back from Parquet (canonical JSON)."""
-        row = to_row(self.mapper.map(event).record, self.schema)
+        row = self._shape(self.mapper.map(event).record)
         read_back = pa.Table.from_pylist([row], schema=self.schema).to_pylist()[0]
         return _CANONICAL.encode(read_back).encode()
 
