@@ -37,7 +37,7 @@ def _plain(value: object) -> str | None:
     return str(secret()) if secret is not None else None
 
 
-def assume_role(config: SecurityLakeConfig) -> AssumedRole:
+def assume_role(config: SecurityLakeConfig, role_arn: str) -> AssumedRole:
     """STS AssumeRole(role_arn, external id) with the base credentials.
 
     Raises:
@@ -65,7 +65,7 @@ def assume_role(config: SecurityLakeConfig) -> AssumedRole:
             ),
         )
         answer = sts.assume_role(
-            RoleArn=config.role_arn,
+            RoleArn=role_arn,
             RoleSessionName=config.role_session_name,
             ExternalId=config.external_id.get_secret_value(),
             DurationSeconds=config.role_duration_seconds,
@@ -84,16 +84,18 @@ def assume_role(config: SecurityLakeConfig) -> AssumedRole:
 
 
 class LakeClient:
-    """An ``S3Api`` on the lake bucket with the role's credentials, renewed before expiry."""
+    """An ``S3Api`` on the lake bucket with one role's credentials, renewed before expiry."""
 
     def __init__(
         self,
         config: SecurityLakeConfig,
+        role_arn: str,
         *,
         clock: Callable[[], float],
-        assume: Callable[[SecurityLakeConfig], AssumedRole] = assume_role,
+        assume: Callable[[SecurityLakeConfig, str], AssumedRole] = assume_role,
     ) -> None:
         self.config = config
+        self.role_arn = role_arn
         self.clock = clock
         self._assume = assume
         self._api: S3Api | None = None
@@ -106,7 +108,7 @@ class LakeClient:
             SinkError: as ``assume_role``, or building the S3 client failed.
         """
         if self._api is None or self.clock() >= self._expires_at - RENEW_BEFORE_SECONDS:
-            role = self._assume(self.config)
+            role = self._assume(self.config, self.role_arn)
             cfg = self.config
             self._api = S3Api(
                 S3Settings(

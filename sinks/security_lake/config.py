@@ -31,6 +31,7 @@ _KNOWN_HEADS = frozenset({"decision_event", "approval", "rule"})
 _GLOB = re.compile(r"[*?\[]")
 _ROLE = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+ClassName = Literal["api_activity", "entity_management", "base_event"]
 
 
 class SourceNames(BaseModel):
@@ -106,8 +107,14 @@ class SecurityLakeConfig(SinkConfig, OcsfFields):
         "includes one (ext/<source>/<version>/).",
     )
     role_arn: str = Field(
-        description="The provider role Security Lake created for the source (writes go "
-        "through it, assumed with the external id)."
+        description="The provider role Security Lake created for the source "
+        "(AmazonSecurityLake-Provider-<source>-<region>); writes go through it, assumed with "
+        "the external id. Sources with a role of their own name it in source_roles."
+    )
+    source_roles: dict[ClassName, str] = Field(
+        default_factory=dict,
+        description="Provider role per OCSF class (api_activity, entity_management, "
+        "base_event) where it is not role_arn; Security Lake creates one per source.",
     )
     external_id: SecretRef = Field(description="External id of the provider role (reference).")
     role_session_name: str = Field(
@@ -154,6 +161,14 @@ class SecurityLakeConfig(SinkConfig, OcsfFields):
             raise ValueError("expected arn:aws:iam::<12-digit account>:role/<name>")
         return value
 
+    @field_validator("source_roles")
+    @classmethod
+    def _roles(cls, value: dict[ClassName, str]) -> dict[ClassName, str]:
+        for name, arn in value.items():
+            if not _ROLE.fullmatch(arn):
+                raise ValueError(f"{name}: expected arn:aws:iam::<12-digit account>:role/<name>")
+        return value
+
     @field_validator("endpoint_url", "sts_endpoint_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
@@ -192,6 +207,13 @@ class SecurityLakeConfig(SinkConfig, OcsfFields):
     def source_for(self, category: str) -> str | None:
         """The custom source events of a receiver category go to."""
         return self.sources.for_class(class_of(category).name)
+
+    def role_for(self, class_name: str) -> str:
+        """The provider role writes of this class go through."""
+        for name, arn in self.source_roles.items():
+            if name == class_name:
+                return arn
+        return self.role_arn
 
     def source_prefix(self, source: str) -> str:
         """``ext/<source>`` or ``ext/<source>/<version>``: one archive chain each."""

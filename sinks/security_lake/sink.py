@@ -43,6 +43,7 @@ __all__ = ["SecurityLakeSink"]
 
 log = structlog.get_logger("bighub_siem.sinks.security_lake")
 T = TypeVar("T")
+_CLASS_NAMES = (API_ACTIVITY.name, ENTITY_MANAGEMENT.name, BASE_EVENT.name)
 
 
 class SecurityLakeSink:
@@ -55,7 +56,11 @@ class SecurityLakeSink:
             raise TypeError("SecurityLakeSink needs a SecurityLakeConfig")
         self.config = config
         self._clock = clock
-        self._client = LakeClient(config, clock=clock)
+        # One client per provider role (Security Lake creates one role per source).
+        self._clients = {
+            role: LakeClient(config, role, clock=clock)
+            for role in {config.role_for(name) for name in _CLASS_NAMES}
+        }
         self._pool = ThreadPoolExecutor(2, thread_name_prefix=f"lake-{config.name}")
         self._lock = threading.Lock()
         self._writers: dict[str, ArchiveWriter] | None = None
@@ -77,7 +82,6 @@ class SecurityLakeSink:
 
         cfg = self.config
         mapper = Mapper(cfg.ocsf, cfg.ocsf_version, cloud=CloudContext(cfg.region, cfg.account_id))
-        api = self._client.api()
         writers: dict[str, ArchiveWriter] = {}
         for event_class in (API_ACTIVITY, ENTITY_MANAGEMENT, BASE_EVENT):
             source = cfg.sources.for_class(event_class.name)
@@ -96,6 +100,7 @@ class SecurityLakeSink:
                 account=cfg.account_id,
                 compression_level=cfg.compression_level,
             )
+            api = self._clients[cfg.role_for(event_class.name)].api()
             writers[event_class.name] = ArchiveWriter(
                 api, settings, clock=self._clock, object_format=fmt
             )
@@ -108,9 +113,9 @@ class SecurityLakeSink:
         return writers
 
     def _fresh_api(self, writers: dict[str, ArchiveWriter]) -> None:
-        api = self._client.api()  # renews the role's credentials when they near expiry
-        for writer in writers.values():
-            writer.api = api
+        for name, writer in writers.items():
+            # Renews the role's credentials when they near expiry.
+            writer.api = self._clients[self.config.role_for(name)].api()
 
     # -- the sink protocol -------------------------------------------------------------
 
@@ -190,8 +195,8 @@ class SecurityLakeSink:
     def _probe(self) -> None:
         # No lock: probing touches no chain state. Fresh writers when not started.
         writers = self._writers if self._writers is not None else self._build()
-        api = self._client.api()
-        for writer in writers.values():
+        for name, writer in writers.items():
+            api = self._clients[self.config.role_for(name)].api()
             marker = object_params(writer.config, kind="marker", now=self._clock())
             s3_health.check(api, writer.config, marker)
 

@@ -150,17 +150,27 @@ def test_layout_one_class_per_object_and_the_declared_schema(
         assert "archive ok" in out
 
 
-def test_writes_go_through_the_role_assumed_with_the_external_id(
+def test_writes_go_through_each_sources_role_assumed_with_the_external_id(
     moto_server: MotoServer, s3_bucket: Callable[..., str]
 ) -> None:
-    """The sink asks STS for the provider role with the configured external id."""
+    """The sink asks STS for each source's provider role with the configured external id."""
     bucket = s3_bucket()
     session = f"bighub-{free_port()}"
-    asyncio.run(_deliver(_config(moto_server, bucket, role_session_name=session), _batch()[:1]))
+    entity_role = ROLE_ARN.replace("bighub-", "bighub-entity-")
+    cfg = _config(
+        moto_server,
+        bucket,
+        role_session_name=session,
+        source_roles={"entity_management": entity_role},
+    )
+    asyncio.run(_deliver(cfg, _batch()))
     data = httpx.get(f"{moto_server.endpoint}/moto-api/data.json", timeout=10).json()
-    roles = [r for r in data["sts"]["AssumedRole"] if r["session_name"] == session]
-    assert roles
-    assert {(r["role_arn"], r["external_id"]) for r in roles} == {(ROLE_ARN, EXTERNAL_ID)}
+    roles = {
+        (r["role_arn"], r["external_id"])
+        for r in data["sts"]["AssumedRole"]
+        if r["session_name"] == session
+    }
+    assert roles == {(ROLE_ARN, EXTERNAL_ID), (entity_role, EXTERNAL_ID)}
 
 
 def test_retries_and_restarts_recognise_the_objects_already_written(

@@ -23,6 +23,7 @@ from tests.sinks.ocsf_support import VERSIONS, approval, decision, event_from, r
 from tests.sinks.s3_support import keypair
 
 KEYS = keypair()
+ROLE = "arn:aws:iam::123456789012:role/AmazonSecurityLake-Provider-bighub-entity-mgmt-eu-west-1"
 CLASSES = (API_ACTIVITY, ENTITY_MANAGEMENT, BASE_EVENT)
 
 
@@ -233,6 +234,8 @@ def test_config_defaults_fit_security_lake() -> None:
         ({"events": ["decision*"]}, "sources.base_event"),
         ({"role_arn": "arn:aws:iam::12:user/x"}, "role_arn"),
         ({"account_id": "1234"}, "account_id"),
+        ({"source_roles": {"api_activity": "not-an-arn"}}, "source_roles"),
+        ({"source_roles": {"unknown_class": ROLE}}, "source_roles"),
         ({"ocsf_version": "1.9.0"}, "ocsf_version"),
         ({"access_key_id": "AKIA"}, "secret_access_key"),
     ],
@@ -243,6 +246,13 @@ def test_config_refuses_what_security_lake_would_not_take(
     """Source names <= 20 chars, cadence 5 min..1 day, a source for every routed class."""
     with pytest.raises(ValidationError, match=why):
         _config(**overrides)
+
+
+def test_each_source_may_have_its_own_provider_role() -> None:
+    """Security Lake makes one provider role per source; role_arn is the fallback."""
+    cfg = _config(source_roles={"entity_management": ROLE})
+    assert cfg.role_for("entity_management") == ROLE
+    assert cfg.role_for("api_activity") == cfg.role_arn
 
 
 def test_everything_routed_is_fine_with_a_base_event_source() -> None:
@@ -259,17 +269,16 @@ def test_role_is_assumed_again_before_its_credentials_expire() -> None:
     now = [1000.0]
     calls: list[str] = []
 
-    def assume(cfg: SecurityLakeConfig) -> AssumedRole:
-        calls.append(cfg.external_id.get_secret_value())
+    def assume(cfg: SecurityLakeConfig, role: str) -> AssumedRole:
+        calls.append(f"{role} {cfg.external_id.get_secret_value()}")
         return AssumedRole("AK", "SK", "TOKEN", expires_at=now[0] + 3600)
 
-    client = LakeClient(
-        _config(endpoint_url="http://127.0.0.1:9"), clock=lambda: now[0], assume=assume
-    )
+    cfg = _config(endpoint_url="http://127.0.0.1:9")
+    client = LakeClient(cfg, cfg.role_arn, clock=lambda: now[0], assume=assume)
     first = client.api()
     now[0] += 3000
     assert client.api() is first
     now[0] += 400  # within 5 minutes of expiry
     assert client.api() is not first
-    assert calls == ["ext-1", "ext-1"]
+    assert calls == [f"{cfg.role_arn} ext-1"] * 2
     assert "TOKEN" not in repr(AssumedRole("AK", "SK", "TOKEN", 0.0))
