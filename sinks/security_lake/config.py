@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from sinks._secrets import SecretRef
 from sinks.base import SinkConfig
 from sinks.ocsf import OcsfFields, OcsfVersion, class_of
+from sinks.s3._fields import BucketName, EndpointUrl, SigningKey
 from sinks.s3.manifest import load_private_key
 
 __all__ = ["INSTALL_HINT", "SecurityLakeConfig", "SourceArchive", "SourceNames"]
@@ -30,7 +31,6 @@ _SOURCE = r"^[A-Za-z0-9_-]{1,20}$"  # Security Lake: custom source names of 1-20
 _KNOWN_HEADS = frozenset({"decision_event", "approval", "rule"})
 _GLOB = re.compile(r"[*?\[]")
 _ROLE = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}")
-_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 ClassName = Literal["api_activity", "entity_management", "base_event"]
 
 
@@ -89,7 +89,7 @@ class SecurityLakeConfig(SinkConfig, OcsfFields):
         description="Object cadence: a class's events wait at most this long for their "
         "object (Security Lake: between 5 minutes and 1 day). A full batch goes sooner.",
     )
-    bucket: str = Field(description="The Security Lake bucket (aws-security-data-lake-...).")
+    bucket: BucketName = Field(description="The Security Lake bucket (aws-security-data-lake-...).")
     region: str = Field(
         pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]$",
         description="AWS region of the data lake; also the region= partition.",
@@ -123,8 +123,8 @@ class SecurityLakeConfig(SinkConfig, OcsfFields):
     role_duration_seconds: int = Field(
         default=3600, ge=900, le=43_200, description="Lifetime of the assumed-role credentials."
     )
-    endpoint_url: str | None = Field(default=None, description="S3 endpoint (tests); default AWS.")
-    sts_endpoint_url: str | None = Field(
+    endpoint_url: EndpointUrl = Field(default=None, description="S3 endpoint (tests); default AWS.")
+    sts_endpoint_url: EndpointUrl = Field(
         default=None, description="STS endpoint (tests, VPC endpoints); default AWS."
     )
     access_key_id: SecretRef | None = Field(
@@ -134,7 +134,7 @@ class SecurityLakeConfig(SinkConfig, OcsfFields):
         default=None, description="Secret key with access_key_id."
     )
     session_token: SecretRef | None = Field(default=None, description="Session token, if any.")
-    signing_key: SecretRef = Field(
+    signing_key: SigningKey = Field(
         description="Ed25519 private key (reference) signing each source's manifest chain."
     )
     compression_level: int = Field(default=3, ge=1, le=22, description="zstd level.")
@@ -146,13 +146,6 @@ class SecurityLakeConfig(SinkConfig, OcsfFields):
     )
     connect_timeout_seconds: float = Field(default=5.0, gt=0, description="TCP connect timeout.")
     read_timeout_seconds: float = Field(default=60.0, gt=0, description="Read timeout per call.")
-
-    @field_validator("bucket")
-    @classmethod
-    def _bucket_name(cls, value: str) -> str:
-        if not _BUCKET.fullmatch(value) or ".." in value:
-            raise ValueError("not a valid S3 bucket name (3-63 of a-z 0-9 . -)")
-        return value
 
     @field_validator("role_arn")
     @classmethod
@@ -167,19 +160,6 @@ class SecurityLakeConfig(SinkConfig, OcsfFields):
         for name, arn in value.items():
             if not _ROLE.fullmatch(arn):
                 raise ValueError(f"{name}: expected arn:aws:iam::<12-digit account>:role/<name>")
-        return value
-
-    @field_validator("endpoint_url", "sts_endpoint_url")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value
-
-    @field_validator("signing_key")
-    @classmethod
-    def _parsable_key(cls, value: SecretRef) -> SecretRef:
-        load_private_key(value.get_secret_value())  # raises ValueError without echoing it
         return value
 
     @model_validator(mode="after")

@@ -71,6 +71,24 @@ def _iso_ms(ms: int) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _entry(
+    where: str, data: bytes, seqs: Sequence[int], times: Sequence[int], *, named: bool = False
+) -> EntryInfo:
+    """The chain entry of an object: ``where`` is its key (``named``) or its folder."""
+    digest = hashlib.sha256(data).hexdigest()
+    key = where if named else where + object_name(min(seqs), max(seqs), digest)
+    return EntryInfo(
+        key=key,
+        sha256=digest,
+        size=len(data),
+        events=len(seqs),
+        first_seq=min(seqs),
+        last_seq=max(seqs),
+        first_event_time=_iso_ms(min(times)),
+        last_event_time=_iso_ms(max(times)),
+    )
+
+
 class ParquetFormat:
     """One OCSF class as Security Lake Parquet (an ``ObjectFormat`` for the writer)."""
 
@@ -132,18 +150,11 @@ class ParquetFormat:
             raise ValueError("an object holds at least one event")
         mapped = self.records(events)
         data = self.parquet([record for _, record in mapped])
-        digest = hashlib.sha256(data).hexdigest()
-        seqs = [e.seq for e in events]
-        times = [record.time_ms for _, record in mapped]
-        info = EntryInfo(
-            key=partition.path(key_prefix) + object_name(min(seqs), max(seqs), digest),
-            sha256=digest,
-            size=len(data),
-            events=len(events),
-            first_seq=min(seqs),
-            last_seq=max(seqs),
-            first_event_time=_iso_ms(min(times)),
-            last_event_time=_iso_ms(max(times)),
+        info = _entry(
+            partition.path(key_prefix),
+            data,
+            [e.seq for e in events],
+            [record.time_ms for _, record in mapped],
         )
         members = frozenset((e.seq, e.source, e.event_id) for e in events)
         return ArchiveObject(info, members, data)
@@ -177,17 +188,7 @@ class ParquetFormat:
         times = [t for t in table.column("time").to_pylist() if isinstance(t, int)]
         if not members or len(times) != len(members):
             raise ValueError("empty Parquet object, or rows without time")
-        seqs = [m[0] for m in members]
-        info = EntryInfo(
-            key=key,
-            sha256=hashlib.sha256(data).hexdigest(),
-            size=len(data),
-            events=len(members),
-            first_seq=min(seqs),
-            last_seq=max(seqs),
-            first_event_time=_iso_ms(min(times)),
-            last_event_time=_iso_ms(max(times)),
-        )
+        info = _entry(key, data, [m[0] for m in members], times, named=True)
         return ArchiveObject(info, frozenset(members))
 
     def member_contents(self, data: bytes) -> dict[Member, bytes]:

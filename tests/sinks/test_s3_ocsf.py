@@ -4,36 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import pytest
 
-from sinks import Event
 from sinks.ocsf import Mapper, OcsfMapping
-from sinks.s3 import S3Config, S3Sink, verify_archive
-from sinks.s3._client import api_for
 from sinks.s3.encoder import Partition, encode_object
 from tests.services.moto import MotoServer, moto_server, s3_bucket
 from tests.sinks.ocsf_validator import assert_valid
-from tests.sinks.s3_support import archived, data_keys, keypair, make_event, s3_config
+from tests.sinks.s3_support import archived, data_keys, make_event, s3_config
+from tests.sinks.test_s3_sink import KEYS, deliver, verified
 
 pytestmark = pytest.mark.integration
-KEYS = keypair()
-
-
-async def _deliver(cfg: S3Config, *batches: Sequence[Event]) -> None:
-    sink = S3Sink(cfg)
-    await sink.start()
-    try:
-        for batch in batches:
-            await sink.send(batch)
-    finally:
-        await sink.close()
-
-
-def _verified(cfg: S3Config) -> None:
-    report = verify_archive(api_for(cfg), prefix=cfg.prefix, public_key=KEYS.private.public_key())
-    assert report.findings == ()
 
 
 @pytest.mark.parametrize("version", ["1.1.0", "1.8.0"])
@@ -44,14 +26,14 @@ def test_ocsf_lines_are_archived_once_and_chained(
     bucket = s3_bucket()
     cfg = s3_config(moto_server, bucket, KEYS, encoding="ocsf", ocsf_version=version)
     first = [make_event(i, decision="blocked") for i in range(1, 4)]
-    asyncio.run(_deliver(cfg, first))
-    asyncio.run(_deliver(cfg, [*first, make_event(4, "rule.patch_applied")]))  # a new process
+    asyncio.run(deliver(cfg, first))
+    asyncio.run(deliver(cfg, [*first, make_event(4, "rule.patch_applied")]))  # a new process
     lines = [line for _, line in archived(moto_server.client(), bucket)]
     for line in lines:
         assert_valid(line, version)
     assert Counter(line["metadata"]["sequence"] for line in lines) == Counter([1, 2, 3, 4])
     assert {line["class_uid"] for line in lines} == {6003, 3004}
-    _verified(cfg)
+    verified(cfg)
 
 
 def test_ocsf_object_left_by_a_crash_is_adopted(
@@ -69,8 +51,8 @@ def test_ocsf_object_left_by_a_crash_is_adopted(
         line=lambda e: mapper.map(e).json(),
     )
     moto_server.client().put_object(Bucket=bucket, Key=orphan.key, Body=orphan.data)
-    asyncio.run(_deliver(cfg, [*batch, make_event(4)]))
+    asyncio.run(deliver(cfg, [*batch, make_event(4)]))
     keys = data_keys(moto_server.client(), bucket)
     assert orphan.key in keys
     assert len(keys) == 2
-    _verified(cfg)
+    verified(cfg)

@@ -43,7 +43,7 @@ from tests.sinks.lake_support import (
     stored_ids,
 )
 from tests.sinks.ocsf_support import approval, decision, event_from, rule
-from tests.sinks.s3_support import keypair
+from tests.sinks.s3_support import keypair, run_sink
 
 pytestmark = pytest.mark.integration
 KEYS = keypair()
@@ -56,13 +56,7 @@ def _config(moto: MotoServer, bucket: str, **overrides: Any) -> SecurityLakeConf
 
 
 async def _deliver(cfg: SecurityLakeConfig, *batches: Sequence[Event]) -> None:
-    sink = SecurityLakeSink(cfg)
-    await sink.start()
-    try:
-        for batch in batches:
-            await sink.send(batch)
-    finally:
-        await sink.close()
+    await run_sink(SecurityLakeSink(cfg), *batches)
 
 
 def _batch() -> list[Event]:
