@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 from typing import Any
@@ -282,3 +283,17 @@ def test_role_is_assumed_again_before_its_credentials_expire() -> None:
     assert client.api() is not first
     assert calls == [f"{cfg.role_arn} ext-1"] * 2
     assert "TOKEN" not in repr(AssumedRole("AK", "SK", "TOKEN", 0.0))
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=2048), cut=st.integers(min_value=0, max_value=100_000))
+def test_reading_back_any_bytes_raises_only_value_error(data: bytes, cut: int) -> None:
+    """Whatever lies at a key (junk, a truncated or spliced object), reading it back either
+    works or says ValueError: the writer then treats the object as not ours."""
+    fmt = _format()
+    real = fmt.encode("p/", fmt.split(_decisions(2))[0][0], _decisions(2)).data
+    assert fmt.decode("k", real).info.events == 2
+    for blob in (data, real[: cut % (len(real) + 1)], real[:8] + data + real[-8:]):
+        for read in (fmt.decode, lambda _k, b: fmt.member_contents(b)):
+            with contextlib.suppress(ValueError):  # anything else fails the test
+                read("k", blob)
