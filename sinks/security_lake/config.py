@@ -76,11 +76,13 @@ class SecurityLakeConfig(SinkConfig, OcsfFields):
         default="1.1.0",
         description="OCSF version of the records; Security Lake custom sources take 1.1.0.",
     )
+    # Fewer than the SinkConfig maximum: a batch is mapped and encoded in memory at once
+    # (OCSF records take several times their body's size as Python objects).
     batch_max_events: int = Field(
-        default=100_000, ge=1, le=100_000, description="Most events per object set."
+        default=50_000, ge=1, le=100_000, description="Most events per batch (per send)."
     )
     batch_max_bytes: int = Field(
-        default=128 * MIB, ge=1024, description="Most raw body bytes per batch (approximate)."
+        default=64 * MIB, ge=1024, description="Most raw body bytes per batch (approximate)."
     )
     batch_max_wait_seconds: float = Field(
         default=300.0,
