@@ -29,12 +29,16 @@ _scalars = (
     | st.text(max_size=20)
     | st.sampled_from(["10.0.0.1", "::1", "2026-03-01T12:00:00Z", "\ud800"])
 )
+
+
+def _nested(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    keys = st.sampled_from(_KNOWN) | st.text(max_size=8)
+    return st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=4)
+
+
 _json = st.recursive(
     _scalars,
-    lambda inner: (
-        st.lists(inner, max_size=4)
-        | st.dictionaries(st.sampled_from(_KNOWN) | st.text(max_size=8), inner, max_size=4)
-    ),
+    _nested,
     max_leaves=25,
 )
 _payloads = st.dictionaries(st.sampled_from(_KNOWN) | st.text(max_size=12), _json, max_size=12)

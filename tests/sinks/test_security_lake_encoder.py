@@ -143,11 +143,13 @@ def test_a_key_outside_the_schema_is_refused_not_dropped() -> None:
         to_row({"actor": {"app_name": "x"}}, schema)
 
 
+def _nested(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+
+
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
-    ),
+    _nested,
     max_leaves=15,
 )
 _keys = st.sampled_from(
