@@ -1,10 +1,13 @@
-"""``check-config``: validate the configuration and summarise it."""
+"""``check-config``: validate the configuration and summarise it; ``--probe`` also
+connects to each configured destination once (``_probe``)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 
 from receiver.cli._common import load, with_config
+from receiver.cli._probe import probe_sinks
 from receiver.settings import Settings
 
 __all__ = ["register"]
@@ -16,9 +19,15 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(
         f"config ok: ingress {settings.ingress.host}:{settings.ingress.port}"
         f"{settings.ingress.path}, store {settings.store.url.split(':', 1)[0]}, sinks: {names}"
-        + _upstream_summary(settings)
+        + _upstream_summary(settings),
+        flush=True,
     )
-    return 0
+    if not args.probe:
+        return 0
+    results = asyncio.run(probe_sinks(settings.sinks, args.probe_timeout))
+    for result in results:
+        print(result.line(), flush=True)
+    return 0 if all(r.ok for r in results) else 1
 
 
 def _upstream_summary(settings: Settings) -> str:
@@ -30,6 +39,18 @@ def _upstream_summary(settings: Settings) -> str:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    with_config(sub.add_parser("check-config", help="validate the configuration")).set_defaults(
-        func=cmd_check_config
+    sp = with_config(sub.add_parser("check-config", help="validate the configuration"))
+    sp.add_argument(
+        "--probe",
+        action="store_true",
+        help="also connect to each configured sink once (start, health check, close) and"
+        " report; exit 1 when any fails",
     )
+    sp.add_argument(
+        "--probe-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="longest one sink's probe may take (default 60)",
+    )
+    sp.set_defaults(func=cmd_check_config)

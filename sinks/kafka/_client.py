@@ -28,10 +28,14 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any
 
 import kafka.errors as ke
+import structlog
 
 from sinks.base import (
     PermanentSinkError,
@@ -39,13 +43,25 @@ from sinks.base import (
     SinkError,
     SinkUnavailableError,
 )
+from sinks.kafka._library_log import LIBRARY_LOG, route_library_logs
 from sinks.kafka._preflight import diagnose, ssl_context, tls_check
 from sinks.kafka.config import INSTALL_HINT, SASL_PROTOCOLS, TLS_PROTOCOLS, KafkaConfig
 from sinks.kafka.encoder import KafkaRecord
 
-__all__ = ["CLOSE_SECONDS", "ProducerClient", "close_quietly", "map_kafka_error"]
+__all__ = [
+    "CLOSE_SECONDS",
+    "ProducerClient",
+    "TopicState",
+    "close_quietly",
+    "map_kafka_error",
+]
+
+log = structlog.get_logger("bighub_siem.sink.kafka")
 
 CLOSE_SECONDS = 5.0
+# The first bootstrap attempt is short: a broker that refuses our login answers within
+# a fraction of a second, but kafka-python keeps retrying until its bootstrap timeout.
+_QUICK_BOOTSTRAP_MS = 2500
 # Slack over the producer's own delivery timeout before the sink stops waiting for a
 # future itself: the producer fails expired records on its own, this is only a guard.
 _GUARD_SECONDS = 5.0
@@ -56,6 +72,21 @@ _PERMANENT: tuple[type[BaseException], ...] = (
     ke.InvalidRecordError,
     ke.InvalidTopicError,
     ke.InvalidTimestampError,
+)
+
+# What a broker answers for a whole producer batch when one record in it is refused:
+# the other records of that batch did nothing wrong, so they are sent again in
+# smaller groups before anything is dead-lettered.
+_BATCH_REFUSALS: tuple[type[BaseException], ...] = (
+    ke.MessageSizeTooLargeError,
+    ke.RecordListTooLargeError,
+    ke.InvalidRecordError,
+    ke.InvalidTimestampError,
+)
+_LOGIN_ERRORS: tuple[type[BaseException], ...] = (
+    ke.SaslAuthenticationFailedError,
+    ke.UnsupportedSaslMechanismError,
+    ke.IllegalSaslStateError,
 )
 
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -98,6 +129,40 @@ def map_kafka_error(exc: BaseException) -> SinkError:
     return RetryableSinkError(f"unexpected {type(exc).__name__} from kafka-python: {text}")
 
 
+def _raised_in_sasl(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    while tb is not None:
+        parts = PurePath(tb.tb_frame.f_code.co_filename).parts
+        if "kafka" in parts and "sasl" in parts:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def login_failure(seen: Sequence[BaseException], mechanism: str | None) -> str | None:
+    """The reason a broker refused our SASL login, from what the library logged."""
+    for exc in reversed(seen):
+        if isinstance(exc, _LOGIN_ERRORS):
+            return f"SASL authentication failed ({mechanism}): {exc}; check sasl_username / sasl_password"
+        if _raised_in_sasl(exc):
+            # e.g. a SCRAM server-final message carrying an error instead of a proof
+            return (
+                f"SASL authentication failed ({mechanism}): the broker ended the exchange"
+                f" without accepting the credentials ({type(exc).__name__}); check"
+                " sasl_username / sasl_password"
+            )
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class TopicState:
+    """What the brokers' metadata says of one topic."""
+
+    topic: str
+    exists: bool
+    problem: str = ""  # set when the brokers refused or failed to describe it
+
+
 def close_quietly(producer: Any, timeout: float) -> None:
     """Close a producer; if it will not close in time, stop its sender thread.
 
@@ -116,26 +181,28 @@ def close_quietly(producer: Any, timeout: float) -> None:
 
 class ProducerClient:
     """The sending producer (built on first use, renewed after a failure) and fresh
-    producers for health checks. Thread-safe: ``close`` may come from another thread.
+    admin clients for health checks. Thread-safe: ``close`` may come from another thread.
 
     Args:
         config: the sink's settings.
         factory: builds the producer from kafka-python keyword settings;
             ``kafka.KafkaProducer`` when None (tests pass a stand-in).
+        admin_factory: builds the admin client the health check describes topics with;
+            ``kafka.KafkaAdminClient`` when None.
     """
 
     def __init__(
-        self, config: KafkaConfig, factory: Callable[[dict[str, Any]], Any] | None = None
+        self,
+        config: KafkaConfig,
+        factory: Callable[[dict[str, Any]], Any] | None = None,
+        admin_factory: Callable[[dict[str, Any]], Any] | None = None,
     ) -> None:
         self.config = config
         self._factory = factory
+        self._admin_factory = admin_factory
         self._lock = threading.Lock()  # guards _producer / _closed across threads
         self._producer: Any = None
         self._closed = False
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     # -- the sending producer ---------------------------------------------------------
 
@@ -184,37 +251,81 @@ class ProducerClient:
         """A connected producer; ``timeout_ms`` bounds each step (default request_timeout_ms).
 
         Raises:
-            SinkUnavailableError: kafka-python missing, TLS or bootstrap failed.
+            SinkUnavailableError: kafka-python missing, TLS, login or bootstrap failed.
         """
         timeout_ms = timeout_ms or self.config.request_timeout_ms
         try:
             from kafka import KafkaProducer
-            from kafka.net.compat import KafkaNetClient
         except ImportError as exc:
             raise SinkUnavailableError(f"kafka-python 3 is not installed ({INSTALL_HINT})") from exc
+        if self._factory is not None:
+            return self._bootstrap(self._factory, self.settings(timeout_ms), timeout_ms)
+        return self._bootstrap(KafkaProducer, self.settings(timeout_ms), timeout_ms, track=True)
+
+    def _admin(self, timeout_ms: int) -> Any:
+        from kafka import KafkaAdminClient
+
         settings = self.settings(timeout_ms)
+        admin = {k: settings[k] for k in _ADMIN_KEYS if k in settings}
+        if self._admin_factory is not None:
+            return self._bootstrap(self._admin_factory, admin, timeout_ms)
+        return self._bootstrap(KafkaAdminClient, admin, timeout_ms, track=True)
+
+    def _bootstrap(
+        self,
+        build: Callable[..., Any],
+        settings: dict[str, Any],
+        timeout_ms: int,
+        track: bool = False,
+    ) -> Any:
+        """Build a client (it bootstraps in its constructor) and say why when it cannot.
+
+        A first, short attempt names a refused login within seconds; only when nothing
+        was refused does a second attempt get the rest of the time.
+        """
         if "ssl_context" in settings:
             tls_check(self.config, settings["ssl_context"], timeout_ms / 1000)
+        quick = min(timeout_ms, _QUICK_BOOTSTRAP_MS)
+        attempts = [quick] + ([timeout_ms - quick] if timeout_ms - quick >= 500 else [])
+        route_library_logs()
+        for n, budget in enumerate(attempts, start=1):
+            with LIBRARY_LOG.watching() as seen:
+                try:
+                    return self._build(build, {**settings, "bootstrap_timeout_ms": budget}, track)
+                except ke.KafkaTimeoutError as exc:
+                    refused = login_failure(seen, self.config.sasl_mechanism)
+                    if refused is not None:
+                        raise SinkUnavailableError(refused) from exc
+                    if n == len(attempts):
+                        raise SinkUnavailableError(
+                            diagnose(self.config, timeout_ms / 1000)
+                        ) from exc
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    @staticmethod
+    def _build(build: Callable[..., Any], settings: dict[str, Any], track: bool) -> Any:
+        """``build(**settings)`` for a kafka-python class (``track``), else ``build(settings)``."""
         clients: list[Any] = []
-        if self._factory is None:
-            # KafkaProducer leaves its network client (sockets, selector) open when it
-            # fails to bootstrap; building the client through the documented
-            # kafka_client hook lets us close it, instead of leaking one per attempt.
+        if track:
+            from kafka.net.compat import KafkaNetClient
+
+            # A client that fails to bootstrap leaves its network client (sockets,
+            # selector) open; building it through the documented kafka_client hook
+            # lets us close it, instead of leaking one per attempt.
             def tracked_client(**configs: Any) -> Any:
                 client = KafkaNetClient(**configs)
                 clients.append(client)
                 return client
 
             settings["kafka_client"] = tracked_client
-        factory = self._factory or (lambda settings: KafkaProducer(**settings))
         try:
-            return factory(settings)
+            return build(**settings) if track else build(settings)
         except Exception as exc:
             for client in clients:
                 with contextlib.suppress(Exception):
                     client.close()
-            if isinstance(exc, ke.KafkaTimeoutError):  # the constructor times out bootstrapping
-                raise SinkUnavailableError(diagnose(self.config, timeout_ms / 1000)) from exc
+            if isinstance(exc, ke.KafkaTimeoutError):  # the constructor timed out bootstrapping
+                raise
             raise map_kafka_error(exc) from exc
 
     def settings(self, timeout_ms: int) -> dict[str, Any]:
@@ -259,14 +370,52 @@ class ProducerClient:
         ``records`` holds, per batch position, the record to send or the error that
         already stopped it (an event that could not be encoded). Returns the outcome
         per position: None when the broker acknowledged the record.
+
+        A broker refuses a whole producer batch when one record in it is too large
+        (``message.max.bytes``) or invalid; the records it refused together are sent
+        again in halves, each half flushed alone, until only the refused records are
+        left: they alone are permanent failures.
         """
         producer = self.producer()
         outcomes: list[SinkError | None] = [None] * len(records)
-        futures: list[tuple[int, Any]] = []
-        stopped: SinkError | None = None
+        todo = []
         for i, record in enumerate(records):
             if isinstance(record, SinkError):
                 outcomes[i] = record
+            else:
+                todo.append(i)
+        refused = self._send_and_wait(producer, records, todo, outcomes)
+        groups = deque([refused] if len(refused) > 1 else [])
+        while groups and not self._transient(outcomes):
+            group = groups.popleft()
+            log.info("kafka_batch_refused_resending", sink=self.config.name, records=len(group))
+            half = len(group) // 2
+            for part in (group[:half], group[half:]):
+                again = self._send_and_wait(producer, records, part, outcomes)
+                if len(again) > 1:
+                    groups.append(again)
+        if self._transient(outcomes):
+            self.discard()
+        return outcomes
+
+    @staticmethod
+    def _transient(outcomes: Sequence[SinkError | None]) -> bool:
+        return any(e is not None and not isinstance(e, PermanentSinkError) for e in outcomes)
+
+    def _send_and_wait(
+        self,
+        producer: Any,
+        records: Sequence[KafkaRecord | SinkError],
+        positions: Sequence[int],
+        outcomes: list[SinkError | None],
+    ) -> list[int]:
+        """Send ``positions``, flush, write each outcome; return the positions the
+        broker refused as part of a refused batch (``_BATCH_REFUSALS``)."""
+        futures: list[tuple[int, Any]] = []
+        stopped: SinkError | None = None
+        for i in positions:
+            record = records[i]
+            if isinstance(record, SinkError):
                 continue
             if stopped is not None:
                 outcomes[i] = stopped
@@ -276,6 +425,8 @@ class ProducerClient:
                     record.topic, value=record.value, key=record.key, headers=record.headers
                 )
             except Exception as exc:
+                # Raised here, the error is about this record alone (say, larger than
+                # max_request_size): no neighbour shares it.
                 mapped = map_kafka_error(exc)
                 outcomes[i] = err = type(mapped)(f"topic {record.topic}: {mapped}")
                 if not isinstance(err, PermanentSinkError):
@@ -288,25 +439,57 @@ class ProducerClient:
         with contextlib.suppress(Exception):
             # Sends lingering records now; the futures below say how each one ended.
             producer.flush(timeout=max(0.0, deadline - time.monotonic()))
+        refused: list[int] = []
         for i, future in futures:
+            error: BaseException | None = None
             if future.is_done:  # after flush, nearly always: no per-record wait
-                if future.exception is not None:
-                    outcomes[i] = map_kafka_error(future.exception)
-                continue
-            try:
-                future.get(timeout=max(0.0, deadline - time.monotonic()))
-            except Exception as exc:
-                outcomes[i] = map_kafka_error(exc)
-        if any(e is not None and not isinstance(e, PermanentSinkError) for e in outcomes):
-            self.discard()
-        return outcomes
+                error = future.exception
+            else:
+                try:
+                    future.get(timeout=max(0.0, deadline - time.monotonic()))
+                except Exception as exc:
+                    error = exc
+            outcomes[i] = None if error is None else map_kafka_error(error)
+            if isinstance(error, _BATCH_REFUSALS):
+                refused.append(i)
+        return refused
 
     # -- metadata ---------------------------------------------------------------------------
 
-    @staticmethod
-    def partitions(producer: Any, topic: str) -> None:
-        """Fetch metadata for ``topic`` (raises the mapped error when it fails)."""
+    def describe(self, topics: Sequence[str], timeout_ms: int) -> list[TopicState]:
+        """What the brokers' metadata says of ``topics``, with a fresh admin client.
+
+        One metadata request that never creates a topic (a producer's would, where
+        brokers auto-create topics).
+
+        Raises:
+            SinkUnavailableError: cannot connect (TLS, login, bootstrap), or the
+                request failed.
+        """
+        admin = self._admin(timeout_ms)
         try:
-            producer.partitions_for(topic)
+            described = admin.describe_topics(list(topics)) if topics else []
         except Exception as exc:
             raise map_kafka_error(exc) from exc
+        finally:
+            with contextlib.suppress(Exception):
+                admin.close()
+        states = []
+        for item in described:
+            error = ke.for_code(int(item.get("error_code", 0)))
+            name = str(item.get("name"))
+            if error is ke.NoError:
+                states.append(TopicState(name, True))
+            elif error is ke.UnknownTopicOrPartitionError:
+                states.append(TopicState(name, False))
+            else:
+                states.append(TopicState(name, False, str(map_kafka_error(error()))))
+        return states
+
+
+# The settings a KafkaAdminClient takes from the producer's.
+_ADMIN_KEYS = (
+    *("bootstrap_servers", "client_id", "request_timeout_ms", "bootstrap_timeout_ms"),
+    *("reconnect_backoff_max_ms", "security_protocol", "ssl_context", "sasl_mechanism"),
+    *("sasl_plain_username", "sasl_plain_password"),
+)

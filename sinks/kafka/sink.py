@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -51,6 +50,8 @@ T = TypeVar("T")
 
 # Slack over every library timeout before the worker gives up on a call.
 _SLACK_SECONDS = 10.0
+# Topics sent to, remembered for the health check (beyond those the routes name).
+_SENT_TOPICS_MAX = 32
 
 
 class KafkaSink:
@@ -63,6 +64,7 @@ class KafkaSink:
         config: SinkConfig,
         *,
         producer_factory: Callable[[dict[str, Any]], Any] | None = None,
+        admin_factory: Callable[[dict[str, Any]], Any] | None = None,
     ) -> None:
         """Build without I/O.
 
@@ -70,12 +72,16 @@ class KafkaSink:
             config: a ``KafkaConfig``.
             producer_factory: builds the producer from kafka-python keyword settings;
                 ``kafka.KafkaProducer`` when None (tests pass a stand-in).
+            admin_factory: builds the admin client health checks describe topics with;
+                ``kafka.KafkaAdminClient`` when None.
         """
         if not isinstance(config, KafkaConfig):
             raise TypeError("KafkaSink needs a KafkaConfig")
         self.config = config
         self._factory = producer_factory
+        self._admin_factory = admin_factory
         self._client_: ProducerClient | None = None
+        self._sent_topics: dict[str, None] = {}  # insertion-ordered, bounded
         self._topic = config.topic_template
         self._key = config.key_spec
         self._mapper = mapper_for(config)
@@ -88,7 +94,7 @@ class KafkaSink:
         request = config.request_timeout_ms / 1000
         connect = 2 * request + 2 * len(config.bootstrap_servers)
         self._limit = connect + request + config.delivery_timeout_ms / 1000 + _SLACK_SECONDS
-        self._health_limit = health.time_limit(config, len(self._health_topics))
+        self._health_limit = health.time_limit(config)
         self._closed = False
         self._warned = False
 
@@ -98,7 +104,7 @@ class KafkaSink:
         if self._client_ is None:
             from sinks.kafka._client import ProducerClient
 
-            self._client_ = ProducerClient(self.config, self._factory)
+            self._client_ = ProducerClient(self.config, self._factory, self._admin_factory)
         return self._client_
 
     async def _run(self, fn: Callable[[], T]) -> T:
@@ -116,7 +122,6 @@ class KafkaSink:
             SinkUnavailableError: kafka-python missing, brokers unreachable, or the
                 handshake (TLS / SASL) failed; the message says which.
         """
-        _quiet_library_logs()
         if not self._warned and importlib.util.find_spec("crc32c") is None:
             self._warned = True
             log.warning(
@@ -145,7 +150,14 @@ class KafkaSink:
         if not batch:
             return
         client = self._client
-        outcomes = await self._run(lambda: client.deliver(self._records(batch)))
+
+        def work() -> tuple[list[SinkError | None], set[str]]:
+            records = self._records(batch)
+            topics = {r.topic for r in records if isinstance(r, KafkaRecord)}
+            return client.deliver(records), topics
+
+        outcomes, topics = await self._run(work)
+        self._remember(topics)
         failures = {i: e for i, e in enumerate(outcomes) if e is not None}
         if not failures:
             return
@@ -172,14 +184,21 @@ class KafkaSink:
                 records.append(PermanentSinkError(f"cannot encode the event: {exc}"))
         return records
 
+    def _remember(self, topics: set[str]) -> None:
+        for topic in topics:
+            self._sent_topics.pop(topic, None)
+            self._sent_topics[topic] = None
+        while len(self._sent_topics) > _SENT_TOPICS_MAX:
+            del self._sent_topics[next(iter(self._sent_topics))]
+
     async def health(self) -> SinkHealth:
-        """Connect with a fresh client and fetch metadata for the topics routes produce to."""
-        _quiet_library_logs()
+        """Connect with a fresh client and describe the topics the routes name and the
+        topics sent to lately, without creating any (see ``health``)."""
         client = self._client
+        topics = sorted({*self._health_topics, *self._sent_topics})
         try:
             return await self._health_worker.run(
-                lambda: health.check(client, self._health_topics, self._health_note),
-                self._health_limit,
+                lambda: health.check(client, topics, self._health_note), self._health_limit
             )
         except WorkerTimeout as exc:
             return SinkHealth(False, f"the Kafka client is stuck: {exc}")
@@ -190,14 +209,3 @@ class KafkaSink:
             await asyncio.to_thread(self._client_.close)
         self._worker.stop()
         self._health_worker.stop()
-
-
-def _quiet_library_logs() -> None:
-    """Keep kafka-python at WARNING unless the operator configured its logger.
-
-    At DEBUG it logs every record's key and value, and at INFO every connection
-    step: bodies must never reach the logs, and the sink logs its own outcomes.
-    """
-    logger = logging.getLogger("kafka")
-    if logger.level == logging.NOTSET:
-        logger.setLevel(logging.WARNING)

@@ -5,12 +5,15 @@ Exactly-once, including after a crash between an object PUT and the outbox commi
 1. Object keys derive from content (seq range + content hash) and every PUT is
    conditional (``If-None-Match: *``), so a retried identical object is never
    written twice; an existing identical object counts as delivered.
-2. A retried batch need not be identical: the dispatcher re-claims from the oldest
-   pending row with the current limits, so it may hold more events (more arrived)
-   or fewer (limits lowered, events dead-lettered). Before writing a partition, the
-   writer lists that partition and reads every object whose seq range overlaps the
-   batch's; events found there (same seq, source and event id) count as delivered
-   and only the rest are written. No event ends up in two objects.
+2. A re-sent batch need not be identical: the dispatcher sends again, with the
+   current limits, events the sink already took (after a restart, or when recording
+   the outcome failed, which the sink cannot tell apart from a first send), so it may
+   hold more events or fewer. Before writing a partition, the writer reads every
+   object of that partition whose seq range overlaps the batch's; events found there
+   (same seq, source and event id) count as delivered and only the rest are written.
+   No event ends up in two objects. Which objects a partition holds comes from one
+   listing at the first write into it since open, or after a write into it failed,
+   kept current with every object written since (``_known``): a batch lists nothing.
 3. Every object written (or found that way and not yet chained) gets a chain entry,
    and ``write_batch`` publishes a signed manifest before it returns, so every event
    the dispatcher marks delivered is covered by a signed manifest.
@@ -37,6 +40,7 @@ from sinks.base import Event, SinkError, SinkUnavailableError
 from sinks.s3 import health
 from sinks.s3._client import S3Api, object_params
 from sinks.s3._format import ArchiveSettings, NdjsonFormat, ObjectFormat, Partitioned
+from sinks.s3._known import KnownPartitions
 from sinks.s3.config import S3Config
 from sinks.s3.encoder import ArchiveObject, Member
 from sinks.s3.manifest import (
@@ -94,17 +98,24 @@ class ArchiveWriter:
         self._pending: list[EntryInfo] = []
         self._chained: OrderedDict[str, str] = OrderedDict()  # key -> sha256
         self._cache: OrderedDict[str, ArchiveObject] = OrderedDict()
+        self._known = KnownPartitions(parse=self.format.parse_name)
 
     # -- opening and probing -----------------------------------------------------------
 
     def open(self) -> None:
         """Check access (write the marker once) and recover the chain head."""
-        self.probe()
+        if not self.probe():
+            log.warning(
+                "s3_unconditional_writes_accepted",
+                prefix=self.config.prefix,
+                detail="the store ignores If-None-Match; allow_unconditional_writes accepts it",
+            )
         self._load_head()
 
-    def probe(self) -> None:
-        """What a send needs: the bucket answers and accepts our writes (see ``health``)."""
-        health.check(self.api, self.config, self._extra(kind="marker"))
+    def probe(self) -> bool:
+        """What a send needs: the bucket answers, accepts our writes and honours
+        conditional writes (see ``health``); False when the last is accepted missing."""
+        return health.check(self.api, self.config, self._extra(kind="marker"))
 
     def _load_head(self) -> None:
         recent: list[SignedManifest] = []
@@ -161,12 +172,15 @@ class ArchiveWriter:
                     continue
                 except KeyConflictError as exc:
                     failures.update((p, exc) for p in positions)
-                    continue
                 except SinkUnavailableError as exc:
                     down = exc  # the rest would fail the same way; do not hammer it
+                    failures.update((p, exc) for p in positions)
                 except SinkError as exc:
                     failures.update((p, exc) for p in positions)
-                    continue
+                # The failed PUT may have stored its object all the same (answer lost):
+                # list this partition again before the next write into it.
+                self._known.forget(partition.path(self._prefix))
+                continue
             failures.update((p, down) for p in positions)
         self.flush()
         return failures
@@ -180,6 +194,7 @@ class ArchiveWriter:
         obj = self.format.encode(self._prefix, partition, remaining)
         if self._put(obj):
             self._cache_put(ArchiveObject(obj.info, obj.members))
+            self._known.add(partition.path(self._prefix), obj.key)
             self._chain(obj.info)
             log.info("object_archived", key=obj.key, events=obj.info.events, size=obj.info.size)
             return
@@ -191,6 +206,7 @@ class ArchiveWriter:
                 f"{obj.key} exists with other content; refusing to overwrite: "
                 "run verify-archive and investigate"
             )
+        self._known.add(partition.path(self._prefix), obj.key)
         self._chain(existing.info)
 
     def _already_archived(
@@ -200,10 +216,10 @@ class ArchiveWriter:
         low = min(m[0] for m in members)
         high = max(m[0] for m in members)
         held: set[Member] = set()
-        for key in self.api.keys(partition.path(self._prefix)):
-            span = self.format.parse_name(key)
-            if span is None or span[1] < low or span[0] > high:
-                continue
+        path = partition.path(self._prefix)
+        if not self._known.known(path):
+            self._known.learn(path, self.api.keys(path))
+        for key in self._known.overlapping(path, low, high):
             existing = self._read(key)
             if existing is None:
                 continue

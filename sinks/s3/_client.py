@@ -90,6 +90,17 @@ _PERMANENT_CODES = frozenset(
 
 def _client_error(code: str, status: int, operation: str) -> SinkError:
     what = f"S3 {operation}: {code or 'error'} (HTTP {status})"
+    # HeadBucket answers carry no code: its status alone says what is wrong.
+    if code == "NoSuchBucket" or (operation == "head_bucket" and status == 404):
+        return SinkUnavailableError(
+            f"S3 {operation}: the bucket does not exist (NoSuchBucket, HTTP 404);"
+            " create it or fix the bucket setting"
+        )
+    if operation == "head_bucket" and status == 403:
+        return SinkUnavailableError(
+            f"S3 {operation}: access to the bucket is denied (HTTP 403); check the"
+            " credentials and the bucket policy"
+        )
     if code in _UNAVAILABLE_CODES or code.startswith("KMS."):
         return SinkUnavailableError(f"{what}; the bucket refuses us, an operator must act")
     if code in _RETRYABLE_CODES or status >= 500 or status == 429:

@@ -103,6 +103,12 @@ class S3Config(SinkConfig, OcsfOptions):
         default=8 * MIB, ge=_MIN_PART, le=5 * 1024 * MIB, description="Size of multipart parts."
     )
     gzip_level: int = Field(default=6, ge=1, le=9, description="gzip compression level.")
+    allow_unconditional_writes: bool = Field(
+        default=False,
+        description="Run on a store that ignores If-None-Match (conditional writes). Off: the "
+        "sink refuses to start there. On: a retried object or a second writer's manifest may "
+        "silently replace what is archived; verify-archive still detects a changed chain.",
+    )
     connect_timeout_seconds: float = Field(default=5.0, gt=0, description="TCP connect timeout.")
     read_timeout_seconds: float = Field(default=60.0, gt=0, description="Read timeout per call.")
 

@@ -31,7 +31,7 @@ from sinks.base import (
     SinkUnavailableError,
 )
 from sinks.s3._archive import ArchiveWriter
-from sinks.s3._client import api_for
+from sinks.s3._client import S3Api, api_for
 from sinks.s3.config import S3Config
 
 __all__ = ["S3Sink"]
@@ -45,11 +45,25 @@ class S3Sink:
 
     config_model: ClassVar[type[SinkConfig]] = S3Config
 
-    def __init__(self, config: SinkConfig, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: SinkConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        api_factory: Callable[[S3Config], S3Api] = api_for,
+    ) -> None:
+        """Build without I/O.
+
+        Args:
+            config: an ``S3Config``.
+            clock: wall clock (epoch seconds), injectable for tests.
+            api_factory: builds the blocking S3 client; tests wrap it to count calls.
+        """
         if not isinstance(config, S3Config):
             raise TypeError("S3Sink needs an S3Config")
         self.config = config
         self._clock = clock
+        self._api_for = api_factory
         self._pool = ThreadPoolExecutor(2, thread_name_prefix=f"s3-{config.name}")
         self._lock = threading.Lock()
         self._writer: ArchiveWriter | None = None
@@ -64,7 +78,7 @@ class S3Sink:
             return fn(*args)
 
     def _open(self) -> ArchiveWriter:
-        writer = ArchiveWriter(api_for(self.config), self.config, clock=self._clock)
+        writer = ArchiveWriter(self._api_for(self.config), self.config, clock=self._clock)
         writer.open()
         return writer
 
@@ -114,7 +128,7 @@ class S3Sink:
     def _probe(self) -> None:
         writer = self._writer
         if writer is None:  # not started (or start keeps failing): probe with a fresh client
-            writer = ArchiveWriter(api_for(self.config), self.config, clock=self._clock)
+            writer = ArchiveWriter(self._api_for(self.config), self.config, clock=self._clock)
         # No lock: the probe touches no chain state, so it may run beside a send.
         writer.probe()
 

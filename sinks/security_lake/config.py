@@ -225,6 +225,7 @@ class SourceArchive:
     kms_key_id: str | None = None
     object_lock_mode: str = "none"
     retention_days: int | None = None
+    allow_unconditional_writes: bool = False  # S3 honours If-None-Match; never relax it here
 
     def key_prefix(self) -> str:
         return f"{self.prefix}/"

@@ -11,9 +11,12 @@ one were not. ``classify`` maps (HTTP status, HEC code) to an ``Action``;
 ``transport_error`` maps httpx's exceptions to the sink error tree.
 
     Action          codes / statuses                         the sink
-    DELIVERED       0, 24, 25 with a 2xx                     counts the events as taken
-    RETRY           5, 8, 9, 18-20, 23, 26, 27, 5xx, 408,    RetryableSinkError (backoff,
-                    429, network errors after connecting     attempt charged)
+    DELIVERED       0 (or a code this table does not know)   counts the events as taken
+                    with a 2xx
+    RETRY           5, 8; HTTP 5xx other than 503, 408;      RetryableSinkError (backoff,
+                    network errors after connecting          attempt charged)
+    BUSY            9, 18, 19, 20; HTTP 503, 429             SinkUnavailableError: an outage,
+                                                             events wait uncharged
     SPLIT           HTTP 413                                 halves resent in the same send()
     REJECT_EVENT    6, 12, 13, 15                            the event at invalid-event-number
                                                              is dead-lettered, the rest resent;
@@ -21,6 +24,9 @@ one were not. ``classify`` maps (HTTP status, HEC code) to an ``Action``;
     HOLD            1-4, 7, 10, 11, 14, 16, 21, 22, other    SinkUnavailableError: nothing is
                     4xx / 3xx, a 2xx that is not HEC,        charged or dropped, the sink shows
                     connection refused, TLS failure          unhealthy with the reason
+
+Only the codes Splunk documents (0-22) are named; any other code is treated by the HTTP
+status it came with.
 """
 
 from __future__ import annotations
@@ -56,8 +62,7 @@ ACK_PATH = "/services/collector/ack"
 HEALTH_PATH = "/services/collector/health"
 CHANNEL_HEADER = "X-Splunk-Request-Channel"
 
-# Splunk's HEC status codes: code -> (text, HTTP status). 0-22 are the documented
-# table; 23-27 come from newer releases and are understood when they appear.
+# Splunk's documented HEC status codes: code -> (text, HTTP status).
 CODES: dict[int, tuple[str, int]] = {
     0: ("Success", 200),
     1: ("Token disabled", 403),
@@ -82,15 +87,14 @@ CODES: dict[int, tuple[str, int]] = {
     20: ("HEC is unhealthy, queues are full, ack service unavailable", 503),
     21: ("Invalid token", 400),
     22: ("Token disabled", 400),
-    23: ("Server is shutting down", 503),
-    24: ("HEC queue is approaching its capacity limit", 200),
-    25: ("HEC ACK is approaching its capacity limit", 200),
-    26: ("HEC queue is at capacity and cannot process any more requests", 429),
-    27: ("HEC ACK channel is at capacity and cannot process any more requests", 429),
 }
 
-_OK_CODES = frozenset({0, 17, 24, 25})
-_RETRY_CODES = frozenset({5, 8, 9, 18, 19, 20, 23, 26, 27})
+_OK_CODES = frozenset({0, 17})
+_RETRY_CODES = frozenset({5, 8})
+# Busy or unhealthy: an outage like an unreachable server. Charging attempts would
+# dead-letter a backlog within about an hour of a busy indexer.
+_BUSY_CODES = frozenset({9, 18, 19, 20})
+_BUSY_STATUSES = frozenset({429, 503})
 _EVENT_CODES = frozenset({6, 12, 13, 15})
 # What an operator must fix. Nothing is dropped meanwhile.
 _HOLD_HINTS: dict[int, str] = {
@@ -112,6 +116,7 @@ _HOLD_HINTS: dict[int, str] = {
 class Action(enum.Enum):
     DELIVERED = "delivered"
     RETRY = "retry"
+    BUSY = "busy"
     SPLIT = "split"
     REJECT_EVENT = "reject_event"
     HOLD = "hold"
@@ -179,17 +184,22 @@ def classify(status: int, reply: Reply) -> Verdict:
         return Verdict(Action.HOLD, f"{what}: {_HOLD_HINTS[code]}")
     if code in _EVENT_CODES:
         return Verdict(Action.REJECT_EVENT, what, reply.invalid_event)
+    if code in _BUSY_CODES:
+        return Verdict(Action.BUSY, f"{what}: HEC is busy or unhealthy; events wait")
     if code in _RETRY_CODES:
         return Verdict(Action.RETRY, what)
+    # Success, a code Splunk does not document, or no HEC answer at all: by HTTP status.
     if 200 <= status < 300:
-        if code in _OK_CODES:
+        if code is not None:
             return Verdict(Action.DELIVERED, what)
-        # A 2xx that is not HEC's "Success" may be a proxy or another web server:
+        # A 2xx that is not HEC's JSON may be a proxy or another web server:
         # counting it as delivered could lose events without a trace.
         return Verdict(
             Action.HOLD, f"{what}: not a HEC success answer; check url points at HEC (port 8088)"
         )
-    if status >= 500 or status in {408, 429}:
+    if status in _BUSY_STATUSES:
+        return Verdict(Action.BUSY, f"{what}: HEC is busy or unhealthy; events wait")
+    if status >= 500 or status == 408:
         return Verdict(Action.RETRY, what)
     if status in {401, 403}:
         return Verdict(Action.HOLD, f"{what}: HEC refused the credentials; check the token")
@@ -298,7 +308,7 @@ class HecClient:
             if isinstance(acks, dict):
                 return {int(k): v is True for k, v in acks.items() if str(k).isdigit()}
         verdict = classify(response.status_code, parse_reply(response.content))
-        if verdict.action is Action.HOLD:
+        if verdict.action in (Action.HOLD, Action.BUSY):
             raise SinkUnavailableError(f"ack query: {verdict.reason}")
         raise RetryableSinkError(f"ack query: {verdict.reason}")
 

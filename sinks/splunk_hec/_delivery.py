@@ -37,7 +37,7 @@ from sinks.base import (
     SinkError,
     SinkUnavailableError,
 )
-from sinks.splunk_hec._ackstate import AckState
+from sinks.splunk_hec._ackstate import AckState, AckStateLockedError
 from sinks.splunk_hec._client import Action, HecClient, classify, parse_reply, transport_error
 from sinks.splunk_hec.config import SplunkHecConfig
 from sinks.splunk_hec.encoder import Encoder, plan_requests
@@ -75,28 +75,52 @@ class _Round:
 
 
 class Delivery:
-    """Delivers batches through one client (and, with ack, one ack state)."""
+    """Delivers batches through one client and, with ``ack``, one ack state.
+
+    The ack state file is opened at the first send (not at start), so a probe or a
+    health check never needs the file another process holds.
+    """
 
     def __init__(
-        self,
-        config: SplunkHecConfig,
-        client: HecClient,
-        state: AckState | None,
-        *,
-        clock: Callable[[], float],
+        self, config: SplunkHecConfig, client: HecClient, *, clock: Callable[[], float]
     ) -> None:
         self.config = config
         self.name = config.name
         self.client = client
-        self.state = state
+        self.state: AckState | None = None
         self.clock = clock
         self._encoder = Encoder.from_config(config)
         self._ack_checked = False
         self._refused = ""  # the last hold reason logged, so an outage logs once
+        self._lock = asyncio.Lock()  # one send (or ack probe) at a time on the channel
 
     @property
     def channel(self) -> str | None:
         return self.state.channel if self.state is not None else None
+
+    async def _open_state(self) -> AckState:
+        """The ack state, opened (and locked) on first use.
+
+        Raises:
+            SinkUnavailableError: the file is held by another process or unusable; the
+                events wait uncharged and /readyz says why.
+        """
+        if self.state is not None:
+            return self.state
+        state = AckState(self.config.state_path())
+        try:
+            warnings = await asyncio.to_thread(state.open)
+        except (AckStateLockedError, OSError) as exc:
+            raise SinkUnavailableError(f"ack state {self.config.state_path()}: {exc}") from exc
+        for warning in warnings:
+            log.warning("splunk_hec_ack_state", sink=self.name, warning=warning)
+        self.state = state
+        return state
+
+    def close_state(self) -> None:
+        state, self.state = self.state, None
+        if state is not None:
+            state.close()
 
     async def _save_state(self, state: AckState) -> None:
         """Write the ack state; a local disk problem holds the events (uncharged)
@@ -118,6 +142,12 @@ class Delivery:
             PartialDeliveryError: the listed positions failed (rejected events as
                 ``PermanentSinkError``), every other one was delivered.
         """
+        async with self._lock:
+            if self.config.ack:
+                await self._open_state()
+            await self._send(batch)
+
+    async def _send(self, batch: Sequence[Event]) -> None:
         rnd = _Round(keys=[event_key(e) for e in batch], bodies=[b""] * len(batch))
         await self._encode(batch, rnd)
         if self.state is not None:
@@ -168,6 +198,8 @@ class Delivery:
                 await self._took(rnd, group, reply.ack_id)
             elif verdict.action is Action.RETRY:
                 self._stop(rnd, group, RetryableSinkError(verdict.reason))
+            elif verdict.action is Action.BUSY:
+                self._stop(rnd, group, SinkUnavailableError(verdict.reason), busy=True)
             elif verdict.action is Action.HOLD:
                 # e.g. code 7 at one event of a category whose index the token may not
                 # use: HEC kept the events ahead of it (without ack, that is delivery).
@@ -199,14 +231,19 @@ class Delivery:
                 half = len(group) // 2
                 stack += [group[half:], group[:half]]
 
-    def _stop(self, rnd: _Round, group: list[int], error: SinkError) -> None:
+    def _stop(self, rnd: _Round, group: list[int], error: SinkError, *, busy: bool = False) -> None:
         """HEC refused or failed the request: fail it and send nothing more this round."""
         rnd.fail(group, error)
         if rnd.halt is None:
             rnd.halt = error
         if isinstance(error, SinkUnavailableError) and str(error) != self._refused:
             self._refused = str(error)
-            log.error("splunk_hec_refused", sink=self.name, reason=str(error)[:300])
+            # Busy is an outage that passes; a refusal needs an operator.
+            (log.warning if busy else log.error)(
+                "splunk_hec_busy" if busy else "splunk_hec_refused",
+                sink=self.name,
+                reason=str(error)[:300],
+            )
 
     def _reject(self, rnd: _Round, pos: int, batch: Sequence[Event], reason: str) -> None:
         rnd.failed[pos] = PermanentSinkError(f"HEC rejected the event: {reason}")
@@ -273,9 +310,17 @@ class Delivery:
             )
 
     async def _check_ack(self, rnd: _Round, todo: list[int]) -> None:
-        """Ask HEC whether this token does indexer ack before sending with it."""
+        """Ask HEC whether this token does indexer ack before sending with it.
+
+        The query names the channel's next ackId: no request holds it yet, so the
+        answer can only be false and consumes no confirmation, while a token without
+        indexer ack is refused with code 14 before any event is sent twice.
+        """
+        state = self.state
+        if state is None:
+            return
         try:
-            await self.query_acks([])
+            await self.query_acks([state.last_ack_id + 1])
         except SinkUnavailableError as exc:
             self._stop(rnd, todo, exc)
             return
@@ -287,6 +332,29 @@ class Delivery:
         if self.state is None:
             raise RetryableSinkError("sink is not started")
         return await self.client.query_acks(ack_ids, self.state.channel)
+
+    async def probe_acks(self, fresh_channel: str) -> None:
+        """For ``health()``, with ``ack``: ask HEC about the ackIds still pending
+        (confirmations are recorded, as a send would), or, with none pending, about the
+        channel's next ackId. Before the first send (no state open) the query goes to
+        ``fresh_channel``, on which no request was ever made.
+
+        Raises:
+            SinkError: HEC refuses the query (say, code 14: ack is off for the token).
+        """
+        if not self.config.ack or self._lock.locked():
+            return  # a send in progress is asking HEC about its acks already
+        async with self._lock:
+            state = self.state
+            if state is None:
+                await self.client.query_acks([0], fresh_channel)
+                return
+            pending = sorted(state.pending())[:100]
+            status = await self.query_acks(pending or [state.last_ack_id + 1])
+            confirmed = [a for a in pending if status.get(a)]
+            if confirmed:
+                state.confirm(confirmed, self.clock())
+                await self._save_state(state)
 
     async def _await_acks(self, rnd: _Round) -> None:
         """Poll until every ackId of the round is confirmed or past its deadline."""

@@ -41,6 +41,34 @@ _INDEX = r"^[a-z0-9][a-z0-9_-]{0,79}$"
 # Indexed field names: a leading "_" is reserved by Splunk.
 _FIELD = r"^[A-Za-z][A-Za-z0-9_]{0,63}$"
 _RESERVED_FIELDS = {"event_id", "event_type", "category"}
+# Splunk's default fields (and its date_* time fields): an indexed field of the same
+# name would shadow or clash with what Splunk sets itself, at search time.
+SPLUNK_DEFAULT_FIELDS = frozenset(
+    {
+        "host",
+        "index",
+        "source",
+        "sourcetype",
+        "time",
+        "timestamp",
+        "punct",
+        "linecount",
+        "splunk_server",
+        "splunk_server_group",
+        "eventtype",
+        "tag",
+        "timestartpos",
+        "timeendpos",
+        "date_hour",
+        "date_mday",
+        "date_minute",
+        "date_month",
+        "date_second",
+        "date_wday",
+        "date_year",
+        "date_zone",
+    }
+)
 _COLLECTOR_SUFFIXES = ("/services/collector/event", "/services/collector")
 
 
@@ -98,7 +126,8 @@ class SplunkHecConfig(SinkConfig, OcsfOptions):
         default_factory=lambda: ["actor", "domain"],
         description="Top-level payload keys (or keys under payload.data) sent as indexed fields "
         "when their value is a string, number or boolean; event_id, event_type and category "
-        "are always sent.",
+        "are always sent. Splunk's default fields (host, source, sourcetype, index, time, "
+        "punct, date_*, ...) are refused.",
     )
     compression: Literal["gzip", "none"] = Field(
         default="gzip", description="Request body compression."
@@ -181,6 +210,11 @@ class SplunkHecConfig(SinkConfig, OcsfOptions):
                 raise ValueError(f"{name!r}: field names are letters, digits, _ (not leading)")
             if name in _RESERVED_FIELDS:
                 raise ValueError(f"{name!r} is always sent; do not list it")
+            if name.lower() in SPLUNK_DEFAULT_FIELDS:
+                raise ValueError(
+                    f"{name!r} collides with a Splunk default field; the payload value stays"
+                    " searchable in the event (payload.{name})"
+                )
         return value
 
     @field_validator("ca_bundle")

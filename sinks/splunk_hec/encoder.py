@@ -11,6 +11,15 @@ A body is such objects concatenated (HEC's batch format). ``time`` is when the e
 says it happened (epoch seconds, millisecond precision), else when it was received.
 With ``encoding = "ocsf"`` the ``event`` is the OCSF record and the default sourcetype
 is ``ocsf:bighub:<class>`` (``api_activity``, ``entity_management``, ``base_event``).
+
+The export record's ``payload`` is the stored body itself, the bytes BIGHUB signed,
+spliced in, never parsed and encoded again: a re-encoding would change number forms
+and escapes (``1e400`` would even become ``Infinity``, which is not JSON), so the
+payload would no longer be what was signed. The body is parsed only to read the
+configured ``payload_fields``. Encoding runs once per event and sets
+much of the drain rate: the metadata is encoded once per category, the rest with
+orjson; text orjson cannot take (a lone surrogate escape, a number beyond double
+range) falls back to the standard library with ASCII escapes.
 """
 
 from __future__ import annotations
@@ -21,6 +30,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
+
+import orjson
 
 from sinks.base import Event
 from sinks.ocsf import Mapper, class_of, mapper_for
@@ -74,6 +85,20 @@ def _flat(value: object) -> str | None:
     return None  # objects, lists, null, empty or huge strings: HEC fields are flat
 
 
+def _parse(body: bytes) -> Any:
+    """The body as Python values, for reading indexed fields only.
+
+    Raises:
+        ValueError: not JSON.
+    """
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        # orjson refuses lone surrogate escapes and numbers beyond double range,
+        # which are valid JSON text: the standard library reads them.
+        return json.loads(body)
+
+
 def indexed_fields(event: Event, payload: Any, names: Sequence[str]) -> dict[str, str]:
     """The flat ``fields`` object: ids and type always, listed payload keys when scalar."""
     fields = {
@@ -102,6 +127,7 @@ class Encoder:
     payload_fields: tuple[str, ...] = ()
     fallback: Metadata = field(default_factory=Metadata)
     mapper: Mapper | None = None
+    _cache: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_config(cls, config: SplunkHecConfig) -> Encoder:
@@ -128,32 +154,67 @@ class Encoder:
     def metadata(self, category: str) -> Metadata:
         return self.by_category.get(category, self.fallback)
 
+    def _meta_json(self, category: str) -> bytes:
+        """``,"host":..,"source":..,"sourcetype":..,"index":..`` for a category, cached."""
+        cache: dict[str, bytes] = self._cache
+        found = cache.get(category)
+        if found is None:
+            meta = self.metadata(category)
+            found = b"".join(
+                b',"' + key.encode() + b'":' + orjson.dumps(getattr(meta, key))
+                for key in ("host", "source", "sourcetype", "index")
+                if getattr(meta, key) is not None
+            )
+            if len(cache) < 64:  # categories are four; anything else is not cached
+                cache[category] = found
+        return found
+
     def event(self, event: Event) -> bytes:
         """One HEC event object as compact UTF-8 JSON.
 
         Raises:
             ValueError: the stored body is not JSON (ingress never stores such a body).
         """
-        record = event.export_record()
-        payload = record.pop("payload")  # parsed once, for the indexed fields
-        meta = self.metadata(event.category)
-        obj: dict[str, Any] = {"time": event_time(event)}
-        for key in ("host", "source", "sourcetype", "index"):
-            value = getattr(meta, key)
-            if value is not None:
-                obj[key] = value
-        obj["fields"] = indexed_fields(event, payload, self.payload_fields)
-        if self.mapper is not None:
-            obj["event"] = self.mapper.map(event).record
-            return json.dumps(obj, separators=(",", ":")).encode("ascii")
-        obj["event"] = record
-        # ASCII escapes: indexed fields copy payload strings, which may hold lone
-        # surrogate escapes that have no UTF-8 form.
-        head = json.dumps(obj, separators=(",", ":")).encode("ascii")
-        # The export record's payload is the BIGHUB body verbatim: splice the stored
-        # bytes in as its last key instead of re-serialising them (a third of the
-        # encoding time). ``head`` ends with the "}}" closing the record and the object.
-        return head[:-2] + b',"payload":' + event.body.strip() + b"}}"
+        payload = _parse(event.body) if self.payload_fields else None
+        fields = indexed_fields(event, payload, self.payload_fields)
+        head = event.export_record_head()
+        try:
+            fields_json = orjson.dumps(fields)
+            head_json = orjson.dumps(head)
+        except TypeError:
+            # A lone surrogate escape ("\ud800") has no UTF-8 form: ASCII escapes.
+            fields_json = json.dumps(fields, separators=(",", ":")).encode("ascii")
+            head_json = json.dumps(head, separators=(",", ":")).encode("ascii")
+        if self.mapper is not None:  # encoding = "ocsf": the OCSF record is the event
+            return b"".join(
+                (
+                    b'{"time":',
+                    repr(event_time(event)).encode(),
+                    self._meta_json(event.category),
+                    b',"fields":',
+                    fields_json,
+                    b',"event":',
+                    self.mapper.map(event).json(),
+                    b"}",
+                )
+            )
+        body = event.body.strip(b" \t\r\n")
+        # The export record ends with the payload, spliced in as stored; ``head_json``
+        # ends with the "}" closing the record head, replaced by the payload key.
+        return b"".join(
+            (
+                b'{"time":',
+                repr(event_time(event)).encode(),
+                self._meta_json(event.category),
+                b',"fields":',
+                fields_json,
+                b',"event":',
+                head_json[:-1],
+                b',"payload":',
+                body,
+                b"}}",
+            )
+        )
 
     def events(self, batch: Iterable[Event]) -> list[bytes]:
         return [self.event(e) for e in batch]

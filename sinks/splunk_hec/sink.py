@@ -7,7 +7,6 @@ the map of HEC's answers), ``_delivery`` (one send: split, isolate, await acks),
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Sequence
 from typing import ClassVar
@@ -17,13 +16,11 @@ import structlog
 
 from sinks.base import (
     Event,
-    PermanentSinkError,
     RetryableSinkError,
     SinkConfig,
     SinkHealth,
 )
 from sinks.splunk_hec import health
-from sinks.splunk_hec._ackstate import AckState, AckStateLockedError
 from sinks.splunk_hec._client import HecClient
 from sinks.splunk_hec._delivery import Delivery
 from sinks.splunk_hec.config import SplunkHecConfig
@@ -60,10 +57,10 @@ class SplunkHecSink:
         self._delivery: Delivery | None = None
 
     async def start(self) -> None:
-        """Open the HTTP client and, with ``ack``, the ack state file. No network I/O.
+        """Open the HTTP client. No network I/O; the ack state opens at the first send.
 
         Raises:
-            PermanentSinkError: the CA bundle or the ack state file is unusable.
+            PermanentSinkError: the CA bundle is unusable.
         """
         if self._delivery is not None:
             return
@@ -75,17 +72,7 @@ class SplunkHecSink:
                 sink=self.name,
                 detail="url is http://: the token and events cross the network unencrypted",
             )
-        state: AckState | None = None
-        if cfg.ack:
-            state = AckState(cfg.state_path())
-            try:
-                warnings = await asyncio.to_thread(state.open)
-            except (AckStateLockedError, OSError) as exc:
-                await client.aclose()
-                raise PermanentSinkError(f"ack state {cfg.state_path()}: {exc}") from exc
-            for warning in warnings:
-                log.warning("splunk_hec_ack_state", sink=self.name, warning=warning)
-        self._delivery = Delivery(cfg, client, state, clock=self._clock)
+        self._delivery = Delivery(cfg, client, clock=self._clock)
 
     async def send(self, batch: Sequence[Event]) -> None:
         """Deliver ``batch`` (see ``_delivery``)."""
@@ -94,16 +81,14 @@ class SplunkHecSink:
         await self._delivery.send(batch)
 
     async def health(self) -> SinkHealth:
-        """HEC's health endpoint, then a token check that sends no event."""
+        """HEC's health endpoint, the token, and with ack the pending ackIds (``health``)."""
         delivery = self._delivery
         if delivery is None:
             return SinkHealth(ok=False, detail="not started")
-        ack = (lambda: delivery.query_acks([])) if delivery.state is not None else None
-        return await health.check(delivery.client, delivery.channel, ack)
+        return await health.check(delivery)
 
     async def close(self) -> None:
         delivery, self._delivery = self._delivery, None
         if delivery is not None:
             await delivery.client.aclose()
-            if delivery.state is not None:
-                delivery.state.close()
+            delivery.close_state()

@@ -13,7 +13,10 @@ What it does, as Splunk documents HEC:
   ``?channel=``, a GUID); each accepted request gets an ``ackId`` counting up from 0
   per channel; ``POST /services/collector/ack`` ``{"acks": [ids]}`` answers
   ``{"acks": {"id": bool}}``: true once the request is indexed, and only once (after
-  that the id is unknown: false).
+  that the id is unknown: false). What Splunk answers to an empty ``acks`` list is not
+  documented, so the emulator refuses it (code 6): a client relying on it fails here.
+- only the codes Splunk documents (0-22, ``CODES``) are answered; a test may inject an
+  answer with any other code (``inject_answers``) to see how a client treats it.
 - ``GET /services/collector/health``: 17 / 200, 18 / 503 while busy, 21 or 22 / 400 for
   a bad token when one is sent.
 
@@ -171,6 +174,8 @@ class HecEmulator:
         self.busy = False
         # Codes answered to the next event posts, in order; None lets one through.
         self.inject: deque[int | None] = deque()
+        # (code, HTTP status) answered to the next event posts, for codes not in CODES.
+        self.inject_answers: deque[tuple[int, int]] = deque()
         self.poison_ids: dict[str, int] = {}  # event_id -> code, whenever it shows up
         self.poison_at: tuple[int, int] | None = None  # (k, code) for the next event post
         self.report_invalid_event = True  # False: a rejection does not say which event
@@ -381,6 +386,10 @@ class HecEmulator:
                 status_code=413,
             )
         channel: str | None = None
+        if self.inject_answers:
+            code, status = self.inject_answers.popleft()
+            self._log(RequestRecord(request.url.path, status, code, 0, None))
+            return JSONResponse({"text": "Injected", "code": code}, status_code=status)
         try:
             token = self._auth(request)
             injected = self.inject.popleft() if self.inject else None
@@ -440,6 +449,8 @@ class HecEmulator:
                 ids = [int(a) for a in asked if not isinstance(a, bool)]
             except (ValueError, KeyError, TypeError):
                 raise _Reject(6) from None
+            if not ids:  # undocumented: refused, see the module docstring
+                raise _Reject(6)
         except _Reject as exc:
             return self._refuse(request, exc, channel)
         with self._lock:

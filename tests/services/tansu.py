@@ -85,6 +85,16 @@ class Tansu:
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
 
+    def topics(self) -> set[str]:
+        """The topics the broker holds (an admin metadata request, which creates none)."""
+        from kafka import KafkaAdminClient
+
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)
+        try:
+            return set(admin.list_topics())
+        finally:
+            admin.close()
+
     def read(
         self, topics: Sequence[str], *, expect: int | None = None, timeout: float = 15.0
     ) -> list[Any]:

@@ -232,19 +232,28 @@ def test_oversize_record_fails_alone_at_the_sink(tansu: Tansu) -> None:
     assert sorted(by_id(tansu.read(["audit"], expect=2))) == ["evt_1", "evt_3"]
 
 
-def test_health_fetches_metadata_and_notices_a_dead_broker(tansu: Tansu) -> None:
-    """health() is ok with the category topics, and says why once the broker is gone."""
+def test_health_creates_no_topic_and_notices_a_dead_broker(tansu: Tansu) -> None:
+    """health() describes the routed topics without creating them (tansu, like brokers
+    with auto-create on, creates a topic a producer asks metadata for); once the sink
+    sent to a topic it is reported present; a dead broker is named."""
     cfg = KafkaConfig(
         name="k",
         bootstrap_servers=[tansu.bootstrap],
-        events=["decision_event.*", "rule.*"],
         request_timeout_ms=1500,
         delivery_timeout_ms=3000,
     )
     sink = KafkaSink(cfg)
     health = asyncio.run(sink.health())
     assert health.ok, health.detail
-    assert "bighub.decision, bighub.rule" in health.detail
+    assert (
+        "not created yet: bighub.approval, bighub.decision, bighub.other, bighub.rule"
+        in health.detail
+    )
+    assert tansu.topics() == set()
+    asyncio.run(send_all(sink, [[make_event(1, n=1)]]))
+    health = asyncio.run(KafkaSink(cfg).health())
+    assert "metadata ok for bighub.decision" in health.detail
+    assert tansu.topics() == {"bighub.decision"}
     tansu.stop()
     down = asyncio.run(sink.health())
     assert not down.ok
@@ -375,11 +384,13 @@ def test_wrong_sasl_credentials_keep_the_service_up_and_events_waiting(
         def sink_state() -> dict[str, Any] | None:
             state: dict[str, Any] = httpx.get(f"{proc.admin_url}/readyz", timeout=5).json()
             kafka = state["sinks"]["kafka"]
-            return kafka if "handshake" in kafka["detail"] else None
+            return kafka if "SASL" in kafka["detail"] else None
 
-        state = wait_until(sink_state, 20, "the sink reported down")
+        # Named after the first short bootstrap attempt, not after request_timeout_ms.
+        state = wait_until(sink_state, 10, "the sink reported down naming SASL")
         assert state["up"] is False
-        assert "sasl_mechanism (SCRAM-SHA-512)" in state["detail"]
+        assert "SASL authentication failed (SCRAM-SHA-512)" in state["detail"]
+        assert "check sasl_username / sasl_password" in state["detail"]
         # Several refused start attempts later: still alive, still holding the events.
         wait_until(
             lambda: len(stderr_events(proc, "kafka_start_failed")) >= 3, 30, "three start attempts"
@@ -389,4 +400,6 @@ def test_wrong_sasl_credentials_keep_the_service_up_and_events_waiting(
         stats, dead = store_view(proc)
         assert stats.sinks["kafka"].pending == 3
         assert dead == []
-    assert PASSWORD not in proc.stderr_path.read_text()
+    stderr = proc.stderr_path.read_text()
+    assert PASSWORD not in stderr
+    assert "kafka.net" not in stderr  # kafka-python's own lines stay at debug

@@ -70,6 +70,22 @@ def test_client_errors_map_by_code_then_status(
     assert "put_object" in str(mapped)
 
 
+@pytest.mark.parametrize(
+    ("code", "status", "words"),
+    [
+        ("404", 404, "the bucket does not exist"),
+        ("NoSuchBucket", 404, "the bucket does not exist"),
+        ("403", 403, "access to the bucket is denied"),
+    ],
+)
+def test_a_missing_or_forbidden_bucket_is_named(code: str, status: int, words: str) -> None:
+    """HeadBucket answers carry only a status: a 404 says the bucket is missing, a 403 that
+    access is denied (what check-config --probe and /readyz show)."""
+    mapped = map_boto_error(client_error(code, status), "head_bucket")
+    assert type(mapped) is SinkUnavailableError
+    assert words in str(mapped)
+
+
 def test_client_error_messages_are_not_echoed() -> None:
     """S3's message text (which may quote request data) stays out of our error."""
     mapped = map_boto_error(client_error("AccessDenied", 403, "key=AKIASECRET123"))

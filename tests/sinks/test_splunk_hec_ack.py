@@ -34,7 +34,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 
 def _state(tmp_path: Path) -> dict[str, object]:
-    data = json.loads((tmp_path / "ack.json").read_text())
+    path = tmp_path / "ack.json"
+    if not path.exists():  # opened at the first send
+        return {"records": []}
+    data = json.loads(path.read_text())
     assert isinstance(data, dict)
     return data
 
@@ -224,3 +227,44 @@ async def test_an_ack_id_reset_voids_older_ack_ids(hec_ack: HecEmulator, tmp_pat
         assert set(caught.value.failures) == {0, 1, 2, 3}
         await sink.send(first)
     assert_indexed_once(hec_ack, [*ids(first), "evt-50", "evt-51"])
+
+
+async def test_health_asks_about_a_pending_ack_id_and_records_the_answer(
+    hec_ack: HecEmulator, tmp_path: Path
+) -> None:
+    """A send gave up waiting (ackId 0 pending); health() asks HEC about ackId 0 itself,
+    records the confirmation, so the next send of those events posts nothing."""
+    hec_ack.acks_paused = True
+    batch = batch_of(5)
+    async with running(hec_ack.url, tmp_path, ack=True, ack_poll_interval_seconds=0.05) as sink:
+        task = asyncio.create_task(sink.send(batch))
+        await _wait(lambda: bool(_state(tmp_path)["records"]))
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        hec_ack.release_acks()
+        assert (await sink.health()).ok
+        [record] = _state(tmp_path)["records"]  # type: ignore[misc]
+        assert record["confirmed_at"] is not None
+        await sink.send(batch)
+    assert len([r for r in hec_ack.event_posts() if r.events]) == 1  # health's post is empty
+    assert_indexed_once(hec_ack, ids(batch))
+    asked = [r.acks_asked for r in hec_ack.requests if r.path.endswith("/ack")]
+    assert (0,) in asked
+
+
+async def test_the_sink_never_sends_an_empty_ack_query(
+    hec_ack: HecEmulator, tmp_path: Path
+) -> None:
+    """Start, health, sends and a restart: every ack query names ackIds (an empty list
+    is undocumented; the emulator refuses it with code 6)."""
+    async with running(hec_ack.url, tmp_path, ack=True, ack_poll_interval_seconds=0.05) as sink:
+        assert (await sink.health()).ok
+        await sink.send(batch_of(3))
+        assert (await sink.health()).ok
+    async with running(hec_ack.url, tmp_path, ack=True, ack_poll_interval_seconds=0.05) as sink:
+        assert (await sink.health()).ok
+        await sink.send(batch_of(3, start=10))
+    queries = [r for r in hec_ack.requests if r.path.endswith("/ack")]
+    assert queries
+    assert all(r.status == 200 and r.acks_asked for r in queries)

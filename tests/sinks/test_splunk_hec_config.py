@@ -105,6 +105,15 @@ def test_field_and_index_names_are_checked() -> None:
         _config(categories={"unknown": {"index": "x"}})
 
 
+@pytest.mark.parametrize(
+    "name", ["host", "source", "sourcetype", "index", "time", "punct", "date_hour", "Host"]
+)
+def test_payload_fields_may_not_shadow_splunk_default_fields(name: str) -> None:
+    """A payload field named like a Splunk default field is refused, naming the field."""
+    with pytest.raises(ValidationError, match="collides with a Splunk default field"):
+        _config(payload_fields=["actor", name])
+
+
 def test_defaults_stay_well_under_hec_limits() -> None:
     """Requests stay below 1 MB uncompressed; gzip on; ack off with a 300 s timeout."""
     cfg = _config()

@@ -7,6 +7,9 @@ import gzip
 import json
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from sinks.splunk_hec import Encoder, SplunkHecConfig
 from sinks.splunk_hec.encoder import event_time, gzip_body, indexed_fields, plan_requests
 from tests.fakes.hec import TOKEN, make_event
@@ -162,3 +165,65 @@ def test_payload_is_the_stored_body_verbatim() -> None:
         raw = Encoder.from_config(_config()).event(e)
         assert raw.endswith(b',"payload":' + e.body.strip() + b"}}")
         assert json.loads(raw)["event"] == e.export_record()
+
+
+def _strict(text: bytes) -> Any:
+    """A strict JSON parser: NaN / Infinity are not JSON."""
+
+    def refuse(name: str) -> None:
+        raise ValueError(f"not JSON: {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+JSON_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(),
+)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+# Literal JSON texts a serialiser would rewrite: huge exponents, escapes, U+2028, lone
+# surrogate escapes, duplicate keys, spacing and line breaks between tokens.
+ODD_TEXTS = st.sampled_from(
+    [
+        b'{"event_id":"evt-1","n":1e400}',
+        b'{"event_id":"evt-1","n":-1E+999,"m":1.50}',
+        b'{"event_id":"evt-1","s":"\\ud800 lone","t":"\\u2028\\/"}',
+        b'{"event_id":"evt-1","actor":"x","actor":"y"}',
+        b'{ "event_id" : "evt-1" ,\n\t"actor":"\\u00e9" }',
+        '{"event_id":"evt-1","actor":"\u2028 ünï"}'.encode(),
+        b'{"event_id":"evt-1","deep":' + b"[" * 200 + b"]" * 200 + b"}",
+    ]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    body=st.one_of(
+        ODD_TEXTS,
+        st.dictionaries(st.text(), JSON_VALUES, max_size=6).map(
+            lambda d: json.dumps({"event_id": "evt-1", **d}).encode()
+        ),
+    ),
+    fields=st.lists(st.sampled_from(["actor", "domain", "n", "s", "deep"]), max_size=3),
+)
+def test_every_event_object_is_strict_json_with_the_body_verbatim(
+    body: bytes, fields: list[str]
+) -> None:
+    """Any JSON object body: the HEC object parses with a strict parser, its payload is
+    the body byte for byte (spliced, never re-encoded), and the head is the export head."""
+    event = dataclasses.replace(make_event(1), body=body)
+    raw = Encoder.from_config(_config(payload_fields=sorted(set(fields)))).event(event)
+    assert raw.endswith(b',"payload":' + body.strip() + b"}}")
+    head = raw[: -len(body.strip()) - 2] + b"null}}"
+    obj = _strict(head)
+    assert obj["event"] == {**event.export_record_head(), "payload": None}
+    assert obj["fields"]["event_id"] == "evt-1"
+    assert all(isinstance(v, str) for v in obj["fields"].values())
+    _strict(raw)

@@ -173,9 +173,9 @@ async def test_refusals_hold_the_batch(hec: HecEmulator, tmp_path: Path, code: i
     assert_indexed_once(hec, [f"evt-{i}" for i in range(5)])
 
 
-@pytest.mark.parametrize("code", [5, 8, 9, 18, 19, 20])
-async def test_busy_and_server_errors_retry(hec: HecEmulator, tmp_path: Path, code: int) -> None:
-    """8 / 9 / 18-20 (and 5): RetryableSinkError (charged, backoff), not a hold."""
+@pytest.mark.parametrize("code", [5, 8])
+async def test_server_errors_retry(hec: HecEmulator, tmp_path: Path, code: int) -> None:
+    """8 (and 5): RetryableSinkError (charged, backoff), not a hold."""
     hec.inject.append(code)
     async with running(hec.url, tmp_path) as sink:
         with pytest.raises(RetryableSinkError) as caught:
@@ -183,6 +183,39 @@ async def test_busy_and_server_errors_retry(hec: HecEmulator, tmp_path: Path, co
         assert not isinstance(caught.value, SinkUnavailableError)
         await sink.send(batch_of(5))
     assert_indexed_once(hec, [f"evt-{i}" for i in range(5)])
+
+
+@pytest.mark.parametrize("code", [9, 18, 19, 20])
+async def test_busy_or_unhealthy_hec_holds_without_charging(
+    hec: HecEmulator, tmp_path: Path, code: int
+) -> None:
+    """9 (busy) and 18-20 (unhealthy) are an outage: SinkUnavailableError (events wait,
+    no attempt charged), logged as busy, not as a refusal; the events go through after."""
+    hec.inject.append(code)
+    with capture_logs() as logs:
+        async with running(hec.url, tmp_path) as sink:
+            with pytest.raises(SinkUnavailableError, match=f"code {code}"):
+                await sink.send(batch_of(5))
+            await sink.send(batch_of(5))
+    assert_indexed_once(hec, [f"evt-{i}" for i in range(5)])
+    assert [e["log_level"] for e in logs if e["event"] == "splunk_hec_busy"] == ["warning"]
+    assert not [e for e in logs if e["event"] == "splunk_hec_refused"]
+
+
+async def test_an_undocumented_code_is_treated_by_its_http_status(
+    hec: HecEmulator, tmp_path: Path
+) -> None:
+    """A code Splunk does not document: with 503 the events wait uncharged, with 500 the
+    attempt is charged, with 200 the events count as delivered."""
+    hec.inject_answers.extend([(23, 503), (99, 500)])
+    async with running(hec.url, tmp_path) as sink:
+        with pytest.raises(SinkUnavailableError, match="code 23"):
+            await sink.send(batch_of(2))
+        with pytest.raises(RetryableSinkError) as caught:
+            await sink.send(batch_of(2))
+        assert not isinstance(caught.value, SinkUnavailableError)
+        await sink.send(batch_of(2))
+    assert_indexed_once(hec, ["evt-0", "evt-1"])
 
 
 async def test_a_wrong_or_disabled_token_holds(hec: HecEmulator, tmp_path: Path) -> None:
@@ -225,14 +258,14 @@ async def test_an_index_refused_mid_batch_keeps_what_hec_took(
 
 
 async def test_busy_in_the_middle_keeps_what_went_through(hec: HecEmulator, tmp_path: Path) -> None:
-    """The first request lands, HEC turns busy: delivered ones count, the rest retry."""
+    """The first request lands, HEC turns busy: delivered ones count, the rest wait."""
     hec.inject.extend([None, 9])
     batch = batch_of(40, note="x" * 600)
     async with running(hec.url, tmp_path, max_request_bytes=16_384) as sink:
         with pytest.raises(PartialDeliveryError) as caught:
             await sink.send(batch)
         failed = sorted(caught.value.failures)
-        assert all(type(e) is RetryableSinkError for e in caught.value.failures.values())
+        assert all(type(e) is SinkUnavailableError for e in caught.value.failures.values())
         assert hec.event_ids() == [e for i, e in enumerate(ids(batch)) if i not in failed]
         await sink.send([batch[i] for i in failed])
     assert_indexed_once(hec, ids(batch))
