@@ -186,21 +186,11 @@ class Encoder:
             fields_json = json.dumps(fields, separators=(",", ":")).encode("ascii")
             head_json = json.dumps(head, separators=(",", ":")).encode("ascii")
         if self.mapper is not None:  # encoding = "ocsf": the OCSF record is the event
-            return b"".join(
-                (
-                    b'{"time":',
-                    repr(event_time(event)).encode(),
-                    self._meta_json(event.category),
-                    b',"fields":',
-                    fields_json,
-                    b',"event":',
-                    self.mapper.map(event).json(),
-                    b"}",
-                )
-            )
-        body = event.body.strip(b" \t\r\n")
-        # The export record ends with the payload, spliced in as stored; ``head_json``
-        # ends with the "}" closing the record head, replaced by the payload key.
+            record = self.mapper.map(event).json()
+        else:
+            # The export record ends with the payload, spliced in as stored; ``head_json``
+            # ends with the "}" closing the record head, replaced by the payload key.
+            record = head_json[:-1] + b',"payload":' + event.body.strip(b" \t\r\n") + b"}"
         return b"".join(
             (
                 b'{"time":',
@@ -209,10 +199,8 @@ class Encoder:
                 b',"fields":',
                 fields_json,
                 b',"event":',
-                head_json[:-1],
-                b',"payload":',
-                body,
-                b"}}",
+                record,
+                b"}",
             )
         )
 
