@@ -1,4 +1,5 @@
-"""The stdout sink: one export record per line on standard output.
+"""The stdout sink: one export record (or, with ``encoding = "ocsf"``, one OCSF record)
+per line on standard output.
 
 stdout belongs to this sink alone; logs go to stderr.
 """
@@ -14,11 +15,12 @@ from typing import BinaryIO, ClassVar, Literal
 from pydantic import Field
 
 from sinks.base import Event, RetryableSinkError, SinkConfig, SinkHealth
+from sinks.ocsf import OcsfOptions, mapper_for
 
 __all__ = ["StdoutConfig", "StdoutSink"]
 
 
-class StdoutConfig(SinkConfig):
+class StdoutConfig(SinkConfig, OcsfOptions):
     """``type = "stdout"``: JSON lines on standard output."""
 
     type: Literal["stdout"] = Field(default="stdout", description="JSON lines on stdout.")
@@ -40,6 +42,7 @@ class StdoutSink:
     def __init__(self, config: SinkConfig, stream: BinaryIO | None = None) -> None:
         self.config = config
         self._stream = stream
+        self._mapper = mapper_for(config) if isinstance(config, OcsfOptions) else None
 
     def _out(self) -> BinaryIO:
         return self._stream if self._stream is not None else sys.stdout.buffer
@@ -48,7 +51,11 @@ class StdoutSink:
         return None
 
     async def send(self, batch: Sequence[Event]) -> None:
-        data = b"".join(event.export_json() + b"\n" for event in batch)
+        mapper = self._mapper
+        if mapper is None:
+            data = b"".join(event.export_json() + b"\n" for event in batch)
+        else:
+            data = b"".join(mapper.map(event).json() + b"\n" for event in batch)
         try:
             # A full pipe blocks; keep the event loop free.
             await asyncio.to_thread(self._write, data)

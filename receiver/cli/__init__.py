@@ -1,5 +1,5 @@
 """``bighub-siem`` (and ``python -m receiver``): serve, check-config, send-test, replay,
-dead-letters, migrate, verify-archive.
+dead-letters, migrate, verify-archive, ocsf preview.
 
 One module per command (or small group of commands), each with a ``register(sub)``
 that adds its subparser; this module only assembles them and maps errors to exit codes.
@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from receiver.cli import (
     _check_config,
+    _ocsf,
     _replay,
     _send_test,
     _serve,
@@ -27,7 +28,7 @@ from receiver.log import flush_logs
 
 __all__ = ["CONFIG_ENV", "main"]
 
-_COMMANDS = (_serve, _store_cmds, _check_config, _send_test, _replay, _verify_archive)
+_COMMANDS = (_serve, _store_cmds, _check_config, _send_test, _replay, _verify_archive, _ocsf)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -20,6 +20,7 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_va
 from sinks._secrets import SecretRef
 from sinks.base import SinkConfig
 from sinks.kafka.encoder import KeySpec, TopicTemplate
+from sinks.ocsf import OcsfOptions
 
 __all__ = ["CODEC_MODULES", "KafkaConfig", "codec_available"]
 
@@ -46,7 +47,7 @@ def _protocol(info: ValidationInfo) -> str:
     return str(info.data.get("security_protocol", "PLAINTEXT"))
 
 
-class KafkaConfig(SinkConfig):
+class KafkaConfig(SinkConfig, OcsfOptions):
     """``type = "kafka"``: one record per event, keyed, with headers (see README, Kafka)."""
 
     type: Literal["kafka"] = Field(default="kafka", description="Apache Kafka (kafka-python).")

@@ -15,6 +15,7 @@ from typing import Any
 
 from sinks._json import read_body
 from sinks.base import SCHEMA_VERSION, Event, PermanentSinkError
+from sinks.ocsf import Mapper
 
 __all__ = [
     "CONTENT_TYPE",
@@ -161,8 +162,10 @@ def _rendered(
     return name, topic_name_problem(name)
 
 
-def encode(event: Event, topic: TopicTemplate, key: KeySpec) -> KafkaRecord:
-    """The record for one event.
+def encode(
+    event: Event, topic: TopicTemplate, key: KeySpec, mapper: Mapper | None = None
+) -> KafkaRecord:
+    """The record for one event: the export record, or with ``mapper`` its OCSF record.
 
     Raises:
         PermanentSinkError: the rendered topic is not a valid name (an event type
@@ -171,23 +174,24 @@ def encode(event: Event, topic: TopicTemplate, key: KeySpec) -> KafkaRecord:
     name, problem = _rendered(topic, event.category, event.event_type, event.source)
     if problem is not None:
         raise PermanentSinkError(f"topic {name[:300]!r} rendered for this event {problem}")
+    if mapper is None:
+        # The export record of base.py with the payload byte for byte as BIGHUB signed
+        # it, raw line breaks included: a record value is framed by its length, not lines.
+        value, schema = event.export_json(one_line=False), ("schema_version", _SCHEMA)
+    else:
+        value, schema = mapper.map(event).json(), ("ocsf_version", mapper.version.encode())
     headers = [
         ("event_id", event.event_id.encode()),
         *_type_headers(event.event_type, event.category),
+        schema,
+        ("content-type", _JSON),
     ]
-    # The export record of base.py with the payload byte for byte as BIGHUB signed it,
-    # raw line breaks included: a record value is framed by its length, not by lines.
-    return KafkaRecord(name, key.key_for(event), event.export_json(one_line=False), headers)
+    return KafkaRecord(name, key.key_for(event), value, headers)
 
 
 @functools.lru_cache(maxsize=4096)  # event types are few; this runs once per event
 def _type_headers(event_type: str, category: str) -> tuple[tuple[str, bytes], ...]:
-    return (
-        ("event_type", event_type.encode()),
-        ("category", category.encode()),
-        ("schema_version", _SCHEMA),
-        ("content-type", _JSON),
-    )
+    return (("event_type", event_type.encode()), ("category", category.encode()))
 
 
 # The receiver's category rule (DESIGN.md §2), repeated here because sinks never

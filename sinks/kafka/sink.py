@@ -38,6 +38,7 @@ from sinks.kafka import health
 from sinks.kafka._worker import Worker, WorkerTimeout
 from sinks.kafka.config import KafkaConfig
 from sinks.kafka.encoder import KafkaRecord, encode, routable_topics
+from sinks.ocsf import mapper_for
 
 if TYPE_CHECKING:
     from sinks.kafka._client import ProducerClient
@@ -83,6 +84,7 @@ class KafkaSink:
         self._sent_topics: dict[str, None] = {}  # insertion-ordered, bounded
         self._topic = config.topic_template
         self._key = config.key_spec
+        self._mapper = mapper_for(config)
         self._health_topics, self._health_note = routable_topics(self._topic, config.events)
         self._worker = Worker(f"kafka-{config.name}")
         self._health_worker = Worker(f"kafka-{config.name}-health")
@@ -175,7 +177,7 @@ class KafkaSink:
         records: list[KafkaRecord | SinkError] = []
         for event in batch:
             try:
-                records.append(encode(event, self._topic, self._key))
+                records.append(encode(event, self._topic, self._key, self._mapper))
             except PermanentSinkError as exc:
                 records.append(exc)
             except ValueError as exc:  # a body that is not JSON: it never will be

@@ -22,10 +22,14 @@ The chain head is recovered from the newest manifest in the bucket when opened.
 Run one writer per archive prefix. Should a second one write manifests too, the
 conditional manifest PUT notices and the chain is re-read before linking, so the
 chain stays one line; but the two writers' manifests interleave.
+
+What an object holds is the business of its format (``_format.py``): gzip NDJSON for
+the S3 archive, OCSF Parquet for Amazon Security Lake. Both get the same guarantees.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -38,19 +42,10 @@ import structlog
 from sinks.base import Event, SinkError, SinkUnavailableError
 from sinks.s3 import health
 from sinks.s3._client import S3Api, object_params
+from sinks.s3._format import ArchiveSettings, NdjsonFormat, ObjectFormat, Partitioned
 from sinks.s3._known import KnownPartitions
 from sinks.s3.config import S3Config
-from sinks.s3.encoder import (
-    ArchiveObject,
-    Member,
-    Partition,
-    archive_line,
-    decode_object,
-    encode_object,
-    gzip_chunks,
-    member_lines,
-    split_by_partition,
-)
+from sinks.s3.encoder import ArchiveObject, Member, gzip_chunks
 from sinks.s3.manifest import (
     MANIFEST_DIR,
     ChainHead,
@@ -83,10 +78,22 @@ class KeyConflictError(SinkUnavailableError):
 class ArchiveWriter:
     """Writes batches as objects and chains them. Not thread-safe: one caller at a time."""
 
-    def __init__(self, api: S3Api, config: S3Config, *, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        api: S3Api,
+        config: ArchiveSettings,
+        *,
+        clock: Callable[[], float],
+        object_format: ObjectFormat | None = None,
+    ) -> None:
+        if object_format is None:
+            if not isinstance(config, S3Config):
+                raise TypeError("an ArchiveWriter without an S3Config needs an object_format")
+            object_format = NdjsonFormat.for_config(config)
         self.api = api
         self.config = config
         self.clock = clock
+        self.format = object_format
         self._key = config.private_key()
         self._key_id = key_id(self._key.public_key())
         self._prefix = config.key_prefix()
@@ -94,9 +101,12 @@ class ArchiveWriter:
         self._pending: list[EntryInfo] = []
         self._chained: OrderedDict[str, str] = OrderedDict()  # key -> sha256
         self._cache: OrderedDict[str, ArchiveObject] = OrderedDict()
-        self._known = KnownPartitions()
+        self._known = KnownPartitions(parse=self.format.parse_name)
         # gzip runs here while the writer builds the next lines: zlib releases the GIL.
-        self._zip = ThreadPoolExecutor(1, thread_name_prefix=f"s3-{config.name}-gzip")
+        name = getattr(config, "name", "archive")
+        self._zip = ThreadPoolExecutor(1, thread_name_prefix=f"s3-{name}-gzip")
+        if isinstance(self.format, NdjsonFormat):
+            self.format = dataclasses.replace(self.format, compress=self._compress)
 
     # -- opening and probing -----------------------------------------------------------
 
@@ -105,7 +115,7 @@ class ArchiveWriter:
         if not self.probe():
             log.warning(
                 "s3_unconditional_writes_accepted",
-                sink=self.config.name,
+                prefix=self.config.prefix,
                 detail="the store ignores If-None-Match; allow_unconditional_writes accepts it",
             )
         self._load_head()
@@ -163,7 +173,7 @@ class ArchiveWriter:
             self._load_head()
         failures: dict[int, SinkError] = {}
         down: SinkUnavailableError | None = None
-        for partition, positions in split_by_partition(batch).items():
+        for partition, positions in self.format.split(batch):
             if down is None:
                 try:
                     self._write_partition(partition, [batch[p] for p in positions])
@@ -183,19 +193,13 @@ class ArchiveWriter:
         self.flush()
         return failures
 
-    def _write_partition(self, partition: Partition, events: Sequence[Event]) -> None:
+    def _write_partition(self, partition: Partitioned, events: Sequence[Event]) -> None:
         wanted: dict[Member, Event] = {(e.seq, e.source, e.event_id): e for e in events}
         held = self._already_archived(partition, wanted)
         remaining = [event for member, event in wanted.items() if member not in held]
         if not remaining:
             return
-        obj = encode_object(
-            self._prefix,
-            partition,
-            remaining,
-            level=self.config.gzip_level,
-            compress=self._compress,
-        )
+        obj = self.format.encode(self._prefix, partition, remaining)
         if self._put(obj):
             self._cache_put(ArchiveObject(obj.info, obj.members))
             self._known.add(partition.path(self._prefix), obj.key)
@@ -214,7 +218,7 @@ class ArchiveWriter:
         self._chain(existing.info)
 
     def _already_archived(
-        self, partition: Partition, wanted: Mapping[Member, Event]
+        self, partition: Partitioned, wanted: Mapping[Member, Event]
     ) -> set[Member]:
         members = set(wanted)
         low = min(m[0] for m in members)
@@ -261,8 +265,11 @@ class ArchiveWriter:
 
     def _check_content(self, key: str, events: Mapping[Member, Event]) -> None:
         data = self.api.get(key)
-        lines = member_lines(data) if data is not None else {}
-        if any(lines.get(m) != archive_line(e) for m, e in events.items()):
+        try:
+            stored = self.format.member_contents(data) if data is not None else {}
+        except ValueError:
+            stored = {}
+        if any(stored.get(m) != self.format.content(e) for m, e in events.items()):
             raise KeyConflictError(
                 f"{key} holds these events with other content; refusing to adopt it: "
                 "run verify-archive and investigate"
@@ -285,7 +292,7 @@ class ArchiveWriter:
         if data is None:
             return None
         try:
-            obj = decode_object(key, data)
+            obj = self.format.decode(key, data)
         except ValueError as exc:
             log.error("archive_object_unreadable", key=key, error=str(exc))
             return None
@@ -376,4 +383,7 @@ class ArchiveWriter:
         return datetime.fromtimestamp(self.clock(), tz=timezone.utc)
 
     def _extra(self, *, kind: Literal["data", "manifest", "marker"]) -> dict[str, Any]:
-        return object_params(self.config, kind=kind, now=self.clock())
+        params = object_params(self.config, kind=kind, now=self.clock())
+        if kind == "data":
+            params["ContentType"] = self.format.content_type
+        return params

@@ -24,10 +24,13 @@ import hashlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sinks.base import PermanentSinkError, RetryableSinkError, SinkError, SinkUnavailableError
 from sinks.s3.config import S3Config
+
+if TYPE_CHECKING:
+    from sinks.s3._format import ArchiveSettings
 
 __all__ = ["S3Api", "S3Settings", "api_for", "map_boto_error", "object_params"]
 
@@ -364,7 +367,7 @@ def api_for(config: S3Config) -> S3Api:
 
 
 def object_params(
-    config: S3Config, *, kind: Literal["data", "manifest", "marker"], now: float
+    config: ArchiveSettings, *, kind: Literal["data", "manifest", "marker"], now: float
 ) -> dict[str, Any]:
     """The PUT parameters of one kind of object: type, storage class, SSE, Object Lock."""
     extra: dict[str, Any] = {

@@ -16,7 +16,7 @@ remembered partitions.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from sinks.s3.encoder import parse_object_name
 
@@ -26,8 +26,14 @@ __all__ = ["KnownPartitions"]
 class KnownPartitions:
     """Object spans per partition path (``<prefix><category>/dt=../hour=../``)."""
 
-    def __init__(self, max_partitions: int = 64) -> None:
+    def __init__(
+        self,
+        max_partitions: int = 64,
+        *,
+        parse: Callable[[str], tuple[int, int] | None] = parse_object_name,
+    ) -> None:
         self.max_partitions = max_partitions
+        self._parse = parse  # the object format's names (NDJSON, or Security Lake Parquet)
         # path -> {key: (first seq, last seq)}
         self._parts: OrderedDict[str, dict[str, tuple[int, int]]] = OrderedDict()
 
@@ -38,7 +44,7 @@ class KnownPartitions:
         """Everything a listing of ``path`` returned (keys the sink did not make are skipped)."""
         spans: dict[str, tuple[int, int]] = {}
         for key in keys:
-            span = parse_object_name(key)
+            span = self._parse(key)
             if span is not None:
                 spans[key] = span
         self._parts[path] = spans
@@ -47,7 +53,7 @@ class KnownPartitions:
     def add(self, path: str, key: str) -> None:
         """An object stored (or found) in a partition whose listing we hold."""
         spans = self._parts.get(path)
-        span = parse_object_name(key)
+        span = self._parse(key)
         if spans is None or span is None:
             return
         spans[key] = span

@@ -15,6 +15,8 @@ from pydantic import Field, field_validator, model_validator
 
 from sinks._secrets import SecretRef
 from sinks.base import SinkConfig
+from sinks.ocsf import OcsfOptions
+from sinks.s3._fields import BucketName, EndpointUrl, SigningKey
 from sinks.s3.manifest import load_private_key
 
 __all__ = ["MIB", "S3Config"]
@@ -22,7 +24,6 @@ __all__ = ["MIB", "S3Config"]
 MIB = 1024 * 1024
 # S3 refuses multipart parts under 5 MiB (all but the last).
 _MIN_PART = 5 * MIB
-_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 # Characters S3 documents as safe in keys; Athena / Glue also read them unquoted.
 _PREFIX = re.compile(r"[A-Za-z0-9!_.*'()/=-]*")
 
@@ -35,7 +36,7 @@ StorageClass = Literal[
 ]
 
 
-class S3Config(SinkConfig):
+class S3Config(SinkConfig, OcsfOptions):
     """Gzip NDJSON objects in Hive-style partitions, a signed hash chain of manifests."""
 
     type: Literal["s3"] = Field(default="s3", description="The S3 compliance archive.")
@@ -51,14 +52,16 @@ class S3Config(SinkConfig):
         default=300.0, ge=0, le=3600, description="Longest an event waits for its batch to fill."
     )
 
-    bucket: str = Field(description="Bucket name; it must exist (the sink never creates it).")
+    bucket: BucketName = Field(
+        description="Bucket name; it must exist (the sink never creates it)."
+    )
     prefix: str = Field(
         default="bighub-siem",
         max_length=512,
         description='Key prefix without leading or trailing "/"; "" puts the archive at the root.',
     )
     region: str | None = Field(default=None, description="AWS region; default: the boto3 chain.")
-    endpoint_url: str | None = Field(
+    endpoint_url: EndpointUrl = Field(
         default=None, description="S3-compatible endpoint (MinIO, Ceph...); default: AWS."
     )
     access_key_id: SecretRef | None = Field(
@@ -89,7 +92,7 @@ class S3Config(SinkConfig):
     retention_days: int | None = Field(
         default=None, ge=1, le=36_500, description="Object Lock retention; needs object_lock_mode."
     )
-    signing_key: SecretRef = Field(
+    signing_key: SigningKey = Field(
         description="Ed25519 private key (reference) signing the manifests: PKCS#8 PEM, or the "
         "32-byte raw key as hex or base64."
     )
@@ -109,13 +112,6 @@ class S3Config(SinkConfig):
     connect_timeout_seconds: float = Field(default=5.0, gt=0, description="TCP connect timeout.")
     read_timeout_seconds: float = Field(default=60.0, gt=0, description="Read timeout per call.")
 
-    @field_validator("bucket")
-    @classmethod
-    def _bucket_name(cls, value: str) -> str:
-        if not _BUCKET.fullmatch(value) or ".." in value:
-            raise ValueError("not a valid S3 bucket name (3-63 of a-z 0-9 . -)")
-        return value
-
     @field_validator("prefix")
     @classmethod
     def _clean_prefix(cls, value: str) -> str:
@@ -125,19 +121,6 @@ class S3Config(SinkConfig):
         if any(seg.startswith("_") for seg in value.split("/") if seg):
             # Hive / Athena skip paths starting with "_"; the archive would be invisible.
             raise ValueError('no segment may start with "_"')
-        return value
-
-    @field_validator("endpoint_url")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value
-
-    @field_validator("signing_key")
-    @classmethod
-    def _parsable_key(cls, value: SecretRef) -> SecretRef:
-        load_private_key(value.get_secret_value())  # raises ValueError without echoing it
         return value
 
     @model_validator(mode="after")

@@ -5,7 +5,9 @@ Key layout (Hive style, for Athena / Glue partition projection)::
     <prefix>/<category>/dt=YYYY-MM-DD/hour=HH/<first seq>-<last seq>-<sha256 prefix>.ndjson.gz
 
 The partition comes from the event time: ``occurred_at`` when the event states one,
-else ``received_at``, in UTC. The name is derived from what the object holds: the
+else ``received_at``, in UTC. A line is the archive record below, or with
+``encoding = "ocsf"`` the event's OCSF record (``sinks.ocsf``); objects of both kinds
+are read back. The name is derived from what the object holds: the
 store's seq range and the SHA-256 of the stored bytes (gzip with a fixed mtime makes
 them deterministic), so the same events always give the same key. The seq range in
 the name lets the writer find objects that may already hold events of a batch
@@ -245,10 +247,12 @@ def gzip_chunks(chunks: Iterable[bytes], level: int) -> bytes:
     return b"".join(out)
 
 
-def line_chunks(ordered: Sequence[Event]) -> Iterator[bytes]:
+def line_chunks(
+    ordered: Sequence[Event], line: Callable[[Event], bytes] = archive_line
+) -> Iterator[bytes]:
     """The object's lines, newline-terminated, a few hundred per chunk."""
     for start in range(0, len(ordered), _CHUNK_LINES):
-        yield b"".join(archive_line(e) + b"\n" for e in ordered[start : start + _CHUNK_LINES])
+        yield b"".join(line(e) + b"\n" for e in ordered[start : start + _CHUNK_LINES])
 
 
 def encode_object(
@@ -258,12 +262,14 @@ def encode_object(
     *,
     level: int = 6,
     compress: Gzip = gzip_chunks,
+    line: Callable[[Event], bytes] = archive_line,
 ) -> ArchiveObject:
-    """The object holding ``events`` (all of one partition), lines in seq order.
+    """The object holding ``events`` (all of one partition), ``line``s in seq order.
 
     Args:
         compress: turns the chunks of lines into the gzip bytes (``gzip_chunks``, or
             the same on another thread: the output must not depend on it).
+        line: one event's line (the export record, or its OCSF form).
 
     Raises:
         ValueError: ``events`` is empty.
@@ -271,7 +277,7 @@ def encode_object(
     if not events:
         raise ValueError("an archive object holds at least one event")
     ordered = sorted(events, key=lambda e: e.seq)
-    data = compress(line_chunks(ordered), level)
+    data = compress(line_chunks(ordered, line), level)
     digest = hashlib.sha256(data).hexdigest()  # deterministic: the gzip bytes are
     stamps = [_stamp(e) for e in ordered]
     info = EntryInfo(
@@ -297,6 +303,24 @@ def _lines(data: bytes) -> Iterable[dict[str, Any]]:
             yield value
 
 
+def _facts(line: dict[str, Any]) -> tuple[Member, datetime | None]:
+    """Which event a line holds and when it happened (the rule of ``event_time``)."""
+    if "class_uid" in line:  # an OCSF line; archive records have no such key
+        meta = line["metadata"]
+        member = (meta["sequence"], meta["log_name"], meta["uid"])
+        ms = line["time"]
+        moment = None
+        if isinstance(ms, int) and not isinstance(ms, bool):
+            moment = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    else:
+        member = (line["seq"], line["source"], line["event_id"])
+        moment = _parse_iso(line.get("occurred_at")) or _parse_iso(line["received_at"])
+    seq, source, event_id = member
+    if not (isinstance(seq, int) and isinstance(source, str) and isinstance(event_id, str)):
+        raise ValueError("archive line without seq / source / event_id")
+    return member, moment
+
+
 def member_lines(data: bytes) -> dict[Member, bytes]:
     """Each archived line of an object, by the event it holds (for content checks).
 
@@ -308,8 +332,8 @@ def member_lines(data: bytes) -> dict[Member, bytes]:
         for raw in gzip.decompress(data).splitlines():
             if raw.strip():
                 line = json.loads(raw)
-                out[(line["seq"], line["source"], line["event_id"])] = raw
-    except (ValueError, OSError, EOFError, zlib.error, KeyError, TypeError) as exc:
+                out[_facts(line)[0]] = raw
+    except (ValueError, OSError, EOFError, zlib.error, KeyError, TypeError, OverflowError) as exc:
         raise ValueError(f"unreadable archive object ({type(exc).__name__}: {exc})") from None
     return out
 
@@ -325,17 +349,13 @@ def decode_object(key: str, data: bytes) -> ArchiveObject:
     times: list[datetime] = []
     try:
         for line in _lines(data):
-            seq, source, event_id = line["seq"], line["source"], line["event_id"]
-            if not (isinstance(seq, int) and isinstance(source, str) and isinstance(event_id, str)):
-                raise ValueError("archive line without seq / source / event_id")
-            members.add((seq, source, event_id))
-            seqs.append(seq)
-            # The same rule as event_time(): occurred_at, else received_at.
-            moment = _parse_iso(line.get("occurred_at")) or _parse_iso(line["received_at"])
+            member, moment = _facts(line)
+            members.add(member)
+            seqs.append(member[0])
             if moment is None:
                 raise ValueError("archive line without a readable event time")
             times.append(moment)
-    except (ValueError, OSError, EOFError, zlib.error, KeyError, TypeError) as exc:
+    except (ValueError, OSError, EOFError, zlib.error, KeyError, TypeError, OverflowError) as exc:
         raise ValueError(f"unreadable archive object ({type(exc).__name__}: {exc})") from None
     if not seqs:
         raise ValueError("empty archive object")

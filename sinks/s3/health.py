@@ -16,11 +16,13 @@ unless ``allow_unconditional_writes`` accepts that risk.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sinks.base import SinkUnavailableError
 from sinks.s3._client import S3Api
-from sinks.s3.config import S3Config
+
+if TYPE_CHECKING:
+    from sinks.s3._format import ArchiveSettings
 
 __all__ = ["MARKER", "MARKER_NAME", "NoConditionalWritesError", "check", "marker_key"]
 
@@ -29,7 +31,7 @@ MARKER_NAME = "_bighub-siem-archive.json"
 MARKER = b'{"archive":"bighub-siem","layout_version":1}\n'
 
 
-def marker_key(config: S3Config) -> str:
+def marker_key(config: ArchiveSettings) -> str:
     return config.key_prefix() + MARKER_NAME
 
 
@@ -37,7 +39,7 @@ class NoConditionalWritesError(SinkUnavailableError):
     """The store stored an object again despite ``If-None-Match: *``."""
 
 
-def check(api: S3Api, config: S3Config, marker_params: dict[str, Any]) -> bool:
+def check(api: S3Api, config: ArchiveSettings, marker_params: dict[str, Any]) -> bool:
     """HeadBucket, then a conditional PUT of the marker, which must be refused (blocking).
 
     Returns:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from sinks._secrets import SecretRef
 from sinks.base import SinkConfig
+from sinks.ocsf import OcsfOptions
 
 __all__ = [
     "CATEGORIES",
@@ -86,7 +87,7 @@ class EventMeta(BaseModel):
     host: str | None = Field(default=None, min_length=1, max_length=256, description="Splunk host.")
 
 
-class SplunkHecConfig(SinkConfig):
+class SplunkHecConfig(SinkConfig, OcsfOptions):
     """``type = "splunk_hec"``: Splunk's HTTP Event Collector, optionally with indexer ack."""
 
     type: Literal["splunk_hec"] = Field(

@@ -9,6 +9,8 @@ One HEC event object per stored event::
 
 A body is such objects concatenated (HEC's batch format). ``time`` is when the event
 says it happened (epoch seconds, millisecond precision), else when it was received.
+With ``encoding = "ocsf"`` the ``event`` is the OCSF record and the default sourcetype
+is ``ocsf:bighub:<class>`` (``api_activity``, ``entity_management``, ``base_event``).
 
 The export record's ``payload`` is the stored body itself, the bytes BIGHUB signed,
 spliced in, never parsed and encoded again: a re-encoding would change number forms
@@ -33,6 +35,7 @@ import orjson
 
 from sinks._json import read_body
 from sinks.base import Event
+from sinks.ocsf import Mapper, class_of, mapper_for
 from sinks.splunk_hec.config import CATEGORIES, DEFAULT_SOURCETYPES, SplunkHecConfig
 
 __all__ = [
@@ -110,23 +113,30 @@ class Encoder:
     by_category: Mapping[str, Metadata]
     payload_fields: tuple[str, ...] = ()
     fallback: Metadata = field(default_factory=Metadata)
+    mapper: Mapper | None = None
     _cache: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_config(cls, config: SplunkHecConfig) -> Encoder:
         base = Metadata(config.index, config.sourcetype, config.source, config.host)
+        mapper = mapper_for(config)
         by_category: dict[str, Metadata] = {}
         for category in CATEGORIES:
+            default_sourcetype = (
+                DEFAULT_SOURCETYPES[category]
+                if mapper is None
+                else f"ocsf:bighub:{class_of(category).name}"
+            )
             over = config.categories.get(category)
             by_category[category] = Metadata(
                 index=(over.index if over and over.index else None) or base.index,
                 sourcetype=(over.sourcetype if over and over.sourcetype else None)
                 or base.sourcetype
-                or DEFAULT_SOURCETYPES[category],
+                or default_sourcetype,
                 source=(over.source if over and over.source else None) or base.source,
                 host=(over.host if over and over.host else None) or base.host,
             )
-        return cls(by_category, tuple(config.payload_fields), by_category["other"])
+        return cls(by_category, tuple(config.payload_fields), by_category["other"], mapper)
 
     def metadata(self, category: str) -> Metadata:
         return self.by_category.get(category, self.fallback)
@@ -162,9 +172,12 @@ class Encoder:
             # A lone surrogate escape ("\ud800") has no UTF-8 form: ASCII escapes.
             fields_json = json.dumps(fields, separators=(",", ":")).encode("ascii")
             head_json = json.dumps(head, separators=(",", ":")).encode("ascii")
-        body = event.body.strip(b" \t\r\n")
-        # The export record ends with the payload, spliced in as stored; ``head_json``
-        # ends with the "}" closing the record head, replaced by the payload key.
+        if self.mapper is not None:  # encoding = "ocsf": the OCSF record is the event
+            record = self.mapper.map(event).json()
+        else:
+            # The export record ends with the payload, spliced in as stored; ``head_json``
+            # ends with the "}" closing the record head, replaced by the payload key.
+            record = head_json[:-1] + b',"payload":' + event.body.strip(b" \t\r\n") + b"}"
         return b"".join(
             (
                 b'{"time":',
@@ -173,10 +186,8 @@ class Encoder:
                 b',"fields":',
                 fields_json,
                 b',"event":',
-                head_json[:-1],
-                b',"payload":',
-                body,
-                b"}}",
+                record,
+                b"}",
             )
         )
 

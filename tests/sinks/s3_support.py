@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from receiver.envelope import category_of
 from receiver.store import NewEvent
-from sinks import Event
+from sinks import Event, Sink
 from sinks.s3 import S3Config
 from tests.harness import event_body, signed_headers
 from tests.services.moto import ACCESS_KEY, REGION, SECRET_KEY, MotoServer
@@ -124,6 +124,16 @@ def new_event(
         timestamp=headers["X-BIGHUB-Timestamp"],
         sinks=sinks,
     )
+
+
+async def run_sink(sink: Sink, *batches: Sequence[Event]) -> None:
+    """Start a sink, send each batch, close it (one process lifetime)."""
+    await sink.start()
+    try:
+        for batch in batches:
+            await sink.send(batch)
+    finally:
+        await sink.close()
 
 
 def data_keys(client: Any, bucket: str, prefix: str = "audit/") -> list[str]:

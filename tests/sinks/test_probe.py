@@ -20,6 +20,7 @@ from tests.fakes.s3_unconditional import UnconditionalS3, unconditional_s3
 from tests.harness import base_config, write_config
 from tests.services.moto import SECRET_KEY, MotoServer, moto_server, s3_bucket
 from tests.services.tansu import Tansu, tansu, tansu_auth
+from tests.sinks.lake_support import lake_values, parquet_keys
 from tests.sinks.s3_support import data_keys, keypair, s3_table
 
 pytestmark = pytest.mark.integration
@@ -74,25 +75,28 @@ def test_every_sink_type_probes_ok_against_its_service(
     s3_bucket: Callable[..., str],
     tmp_path: Path,
 ) -> None:
-    """stdout, Kafka (tansu), Splunk HEC (emulator) and S3 (moto): one ok line each, exit 0,
-    nothing sent (no event indexed, no topic created, no archive object)."""
+    """stdout, Kafka (tansu), Splunk HEC (emulator), S3 and Security Lake (moto): one ok
+    line each, exit 0, nothing sent (no event indexed, no topic created, no object)."""
     bucket = s3_bucket()
+    lake_bucket = s3_bucket()
     sinks = [
         {"name": "console", "type": "stdout"},
         kafka(tansu),
         splunk(hec),
         s3(moto_server.endpoint, bucket),
+        lake_values(moto_server, lake_bucket, KEYS),
     ]
     assert {s["type"] for s in sinks} == set(sink_types())
     result = probe(tmp_path, sinks)
     assert result.returncode == 0, result.stdout + result.stderr
     found = lines(result)
-    assert sorted(found) == ["archive", "console", "kafka", "splunk"]
+    assert sorted(found) == ["archive", "console", "kafka", "lake", "splunk"]
     assert all(": ok" in line for line in found.values()), found
     assert "not created yet: bighub.approval" in found["kafka"]
     assert hec.event_ids() == []
     assert tansu.topics() == set()
     assert data_keys(moto_server.client(), bucket) == []
+    assert parquet_keys(moto_server.client(), lake_bucket) == []
 
 
 def test_each_failure_is_named_and_the_exit_code_is_1(
