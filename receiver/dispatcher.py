@@ -9,7 +9,8 @@ The dispatcher alone owns retry policy; sinks only classify errors (sinks.base).
   capped. The whole loop waits out the backoff before claiming again, so newer
   events never overtake older ones for the same sink (per-key order holds);
 - ``SinkUnavailableError``: no attempt charged, the sink is reported down, the loop
-  backs off (capped) and tries the same events again;
+  backs off (capped; at least the error's ``retry_after`` when the destination named
+  one) and tries the same events again;
 - ``PermanentSinkError``, ``max_attempts`` reached, or older than ``max_age_seconds``:
   dead letter (kept, listable, re-queueable);
 - ``health()`` runs after start and every minute while idle, so ``/readyz`` shows a
@@ -302,9 +303,10 @@ class Dispatcher:
     async def _unavailable(self, batch: Sequence[Claimed], exc: SinkUnavailableError) -> None:
         self._outage += 1
         self._set_state(False, str(exc)[:300])
-        delay = backoff_delay(
-            self._outage, self.config.retry_initial_seconds, self.config.retry_max_seconds, self.rng
-        )
+        cap = self.config.retry_max_seconds
+        delay = backoff_delay(self._outage, self.config.retry_initial_seconds, cap, self.rng)
+        if exc.retry_after is not None:  # the destination said how long (HTTP Retry-After)
+            delay = max(delay, min(exc.retry_after, cap))
         at = self.clock() + delay
         await self.store.mark_retry(
             [RetryUpdate(c.outbox_id, at, f"unavailable: {exc}", charge=False) for c in batch]
