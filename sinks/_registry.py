@@ -26,6 +26,7 @@ _BUILTINS: dict[str, str] = {
     "stdout": "sinks.stdout:StdoutSink",
     "splunk_hec": "sinks.splunk_hec:SplunkHecSink",
     "s3": "sinks.s3:S3Sink",
+    "sentinel": "sinks.sentinel:SentinelSink",
 }
 
 
