@@ -4,14 +4,14 @@
 Every method blocks; the sink calls them from its own worker threads. The client's own
 retry policy is off (``retry_total=0``): the dispatcher owns retries, and a 429 must
 reach it with its ``Retry-After``. Tokens are cached and refreshed by azure-identity;
-after a 401 from the endpoint the credential is rebuilt, so a revoked token is not
-reused. No token, secret or body is ever put in an error message or a log line.
+after a 401 from the endpoint, or a refused token request, the credential is rebuilt (a
+revoked token is not reused; a rotated token file is read again). No token, secret or body is ever put in an error message or a log line.
 
 Error map (``map_error``), by what the dispatcher should do next:
 
 - Entra ID refuses the credential (wrong secret or certificate, unknown app or tenant,
-  no federated identity record): ``SinkUnavailableError`` "credential ..." with the
-  AADSTS code; the credential is unavailable (no managed identity here, token file
+  no federated identity record): ``SinkUnavailableError`` "no token from Entra ID ..."
+  with the AADSTS code and what it means; the credential is unavailable (no managed identity here, token file
   missing) or Entra ID is unreachable: ``SinkUnavailableError``;
 - the endpoint answers 401 (token expired, revoked, other audience):
   ``SinkUnavailableError``, credential rebuilt; 403 "does not have access to ingest data
@@ -27,6 +27,7 @@ Error map (``map_error``), by what the dispatcher should do next:
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import io
 import re
@@ -194,7 +195,7 @@ def _token_error(cause: BaseException | None, config: SentinelConfig) -> SinkErr
         # No AADSTS code we know: azure-identity's first line (it never holds the secret).
         hint = text.splitlines()[0][:200] if text else "see the Entra ID documentation"
     return SinkUnavailableError(
-        f"credential refused by Entra ID for {who} ({reason or type(cause).__name__}): {hint}"
+        f"no token from Entra ID for {who} ({reason or type(cause).__name__}): {hint}"
     )
 
 
@@ -265,7 +266,7 @@ def map_error(exc: BaseException, config: SentinelConfig) -> SinkError:
 
 
 class IngestionApi:
-    """One ``LogsIngestionClient`` and its credential, rebuilt after a 401."""
+    """One ``LogsIngestionClient`` and its credential, rebuilt after a 401 or a token refusal."""
 
     def __init__(self, config: SentinelConfig) -> None:
         try:
@@ -310,7 +311,9 @@ class IngestionApi:
             client.upload(self.config.dcr_immutable_id, stream, io.BytesIO(body))
         except Exception as exc:
             error = map_error(exc, self.config)
-            if getattr(exc, "status_code", None) == 401:
+            if isinstance(exc, TokenError) or getattr(exc, "status_code", None) == 401:
+                # A fresh credential: no cached token, and a workload identity token file
+                # read again (azure-identity otherwise keeps its content for 10 minutes).
                 self.reset()
             raise error from None
 
@@ -335,7 +338,5 @@ class IngestionApi:
 
 def _close_quietly(credential: _Credential, client: Any) -> None:
     for closer in (client.close, credential.close):
-        try:
+        with contextlib.suppress(Exception):  # best effort: nothing is pending on them
             closer()
-        except Exception:  # noqa: S110 - closing is best effort; nothing is pending on it
-            pass

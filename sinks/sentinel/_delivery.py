@@ -85,7 +85,9 @@ class Delivery:
                     f"the service refuses this event's row alone as too large ({exc})"
                 )
                 return
-            log.info("sentinel_call_split", stream=stream, rows=len(positions), bytes=array_bytes(data))
+            log.info(
+                "sentinel_call_split", stream=stream, rows=len(positions), bytes=array_bytes(data)
+            )
             self._halves(stream, positions)
             return
         except RecordsRefusedError as exc:

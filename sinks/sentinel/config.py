@@ -58,7 +58,9 @@ class Streams(BaseModel):
     @classmethod
     def _custom_stream(cls, value: str) -> str:
         if not _STREAM.fullmatch(value):
-            raise ValueError('a Logs Ingestion input stream name: "Custom-" then letters, digits, _')
+            raise ValueError(
+                'a Logs Ingestion input stream name: "Custom-" then letters, digits, _'
+            )
         return value
 
     @model_validator(mode="after")
@@ -115,8 +117,9 @@ class SentinelConfig(SinkConfig):
     federated_token_file: str | None = Field(
         default=None,
         description="Path of the federated (service account) token for workload_identity; "
-        "re-read at every token request because the kubelet rotates it. Default: "
-        "$AZURE_FEDERATED_TOKEN_FILE, which the AKS workload identity webhook sets.",
+        "read again at least every 10 minutes and after any refusal, as the kubelet "
+        "rotates it. Default: $AZURE_FEDERATED_TOKEN_FILE, which the AKS workload "
+        "identity webhook sets.",
     )
     authority_host: str = Field(
         default="login.microsoftonline.com",
@@ -136,7 +139,7 @@ class SentinelConfig(SinkConfig):
     ca_file: str | None = Field(
         default=None,
         description="CA bundle (PEM path) to verify Entra ID and the endpoint with, e.g. "
-        "behind a TLS-inspecting proxy; default: the system store of certifi.",
+        "behind a TLS-inspecting proxy; default: the bundle of requests (certifi).",
     )
     max_call_bytes: int = Field(
         default=1_000_000,
@@ -219,7 +222,9 @@ class SentinelConfig(SinkConfig):
             "certificate_password": self.credential != "certificate",
             "federated_token_file": self.credential != "workload_identity",
         }
-        stray = [name for name, unused in extra.items() if unused and getattr(self, name) is not None]
+        stray = [
+            name for name, unused in extra.items() if unused and getattr(self, name) is not None
+        ]
         if stray:
             raise ValueError(f"{', '.join(stray)} not used with credential = {self.credential!r}")
         return self

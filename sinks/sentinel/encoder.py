@@ -33,8 +33,8 @@ __all__ = [
     "DECISION_COLUMNS",
     "PAYLOAD_MAX_BYTES",
     "RULE_COLUMNS",
-    "Row",
     "TEXT_MAX_CHARS",
+    "Row",
     "array_bytes",
     "body_for",
     "decision_row",
@@ -251,7 +251,9 @@ def rule_row(event: Event) -> bytes:
         "Actor": _text(_pick(fields, "actor", "user", "changed_by"), "id", "name", "email"),
         "AuditEventType": _AUDIT_TYPES.get(verb, "Other"),
         "Operation": event.event_type,
-        "Object": _text(_pick(fields, "rule_name", "name"), "name") or _text(rule, "name", "id") or rule_id,
+        "Object": _text(_pick(fields, "rule_name", "name"), "name")
+        or _text(rule, "name", "id")
+        or rule_id,
         "ObjectId": rule_id,
         "ObjectType": "Policy Rule",
         "OldValue": _text(_pick(fields, "old_value", "previous", "before", "old")),

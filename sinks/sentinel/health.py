@@ -36,7 +36,7 @@ def check(api: IngestionApi, streams: Iterable[str], level: int) -> SinkHealth:
     try:
         api.token()
     except SinkError as exc:
-        return SinkHealth(ok=False, detail=f"no token: {exc}")
+        return SinkHealth(ok=False, detail=str(exc))
     for stream in sorted(set(streams)):
         try:
             probe_stream(api, stream, level)

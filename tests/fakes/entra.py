@@ -253,7 +253,9 @@ class EntraEmulator:
 
     def _client_credentials(self, tenant: str, form: dict[str, str], url: str) -> JSONResponse:
         if form.get("grant_type") != "client_credentials":
-            return self._refuse(400, "unsupported_grant_type", 70003, "The grant type is not supported.")
+            return self._refuse(
+                400, "unsupported_grant_type", 70003, "The grant type is not supported."
+            )
         app = self.apps.get(form.get("client_id", ""))
         if app is None or app.tenant_id != tenant:
             return self._refuse(
@@ -265,7 +267,9 @@ class EntraEmulator:
             )
         scope = form.get("scope", "")
         if not scope.endswith("/.default"):
-            return self._refuse(400, "invalid_scope", 1002012, "The provided value for scope is not valid.")
+            return self._refuse(
+                400, "invalid_scope", 1002012, "The provided value for scope is not valid."
+            )
         if "client_secret" in form:
             if form["client_secret"] not in app.secrets:
                 return self._refuse(
@@ -295,7 +299,9 @@ class EntraEmulator:
             }
         )
 
-    def _check_assertion(self, app: AppRegistration, assertion: str, url: str) -> JSONResponse | None:
+    def _check_assertion(
+        self, app: AppRegistration, assertion: str, url: str
+    ) -> JSONResponse | None:
         try:
             header = json.loads(_unb64url(assertion.split(".")[0]))
         except (ValueError, IndexError, UnicodeDecodeError):
@@ -311,7 +317,8 @@ class EntraEmulator:
     ) -> JSONResponse | None:
         cert = app.certificate
         sha1, sha256 = _thumbprints(cert) if cert is not None else ("", "")
-        if cert is None or header.get("x5t#S256", header.get("x5t")) not in (sha1, sha256):
+        presented = str(header.get("x5t#S256", header.get("x5t", ""))).rstrip("=")
+        if cert is None or presented not in (sha1, sha256):
             return self._refuse(
                 401,
                 "invalid_client",
@@ -330,12 +337,19 @@ class EntraEmulator:
             )
         now = time.time()
         if claims.get("aud") != url.split("?")[0]:
-            return self._refuse(401, "invalid_client", 700021, "Client assertion audience claim does not match.")
+            return self._refuse(
+                401, "invalid_client", 700021, "Client assertion audience claim does not match."
+            )
         if claims.get("iss") != app.client_id or claims.get("sub") != app.client_id:
-            return self._refuse(401, "invalid_client", 700023, "Client assertion issuer or subject is wrong.")
+            return self._refuse(
+                401, "invalid_client", 700023, "Client assertion issuer or subject is wrong."
+            )
         if not (claims.get("nbf", 0) - 300 <= now <= claims.get("exp", 0)):
             return self._refuse(
-                401, "invalid_client", 700024, "Client assertion is not within its valid time range."
+                401,
+                "invalid_client",
+                700024,
+                "Client assertion is not within its valid time range.",
             )
         return None
 
@@ -358,7 +372,10 @@ class EntraEmulator:
             return self._refuse(400, "invalid_request", 50027, "JWT token is invalid or malformed.")
         if claims.get("aud") != TOKEN_EXCHANGE_AUDIENCE:
             return self._refuse(
-                400, "invalid_request", 700212, "No matching federated identity record for audience."
+                400,
+                "invalid_request",
+                700212,
+                "No matching federated identity record for audience.",
             )
         if claims.get("exp", 0) < time.time():
             return self._refuse(400, "invalid_client", 700024, "Client assertion is expired.")
@@ -398,7 +415,9 @@ class EntraEmulator:
         )
 
 
-def rsa_certificate(common_name: str = "bighub-siem test app") -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+def rsa_certificate(
+    common_name: str = "bighub-siem test app",
+) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
     """A self-signed RSA certificate, as one uploads to an app registration."""
     import datetime
 

@@ -163,7 +163,9 @@ class IngestionEmulator:
         """The next ``times`` calls (after ``after`` that pass) answer ``status``."""
         with self._lock:
             self.faults.extend([None] * after)
-            self.faults.extend(Fault(status, code, f"injected {status}", retry_after) for _ in range(times))
+            self.faults.extend(
+                Fault(status, code, f"injected {status}", retry_after) for _ in range(times)
+            )
 
     def stream_rows(self, stream: str) -> list[dict[str, Any]]:
         with self._lock:
@@ -201,7 +203,9 @@ class IngestionEmulator:
             raw_len = len(raw)
             rows = self._parse(raw, columns)
         except _Answer as answer:
-            self._record(Call(dcr, stream, answer.status, answer.code, 0, body_len, raw_len, False, token))
+            self._record(
+                Call(dcr, stream, answer.status, answer.code, 0, body_len, raw_len, False, token)
+            )
             # The body may be unread: close, so a keep-alive connection does not sit on it.
             headers = {"Connection": "close"}
             if answer.retry_after:
@@ -217,7 +221,9 @@ class IngestionEmulator:
             if self.keep_rows:
                 self.rows.extend((stream, row) for row in rows)
             self.row_count += len(rows)
-            self.calls.append(Call(dcr, stream, 204, None, len(rows), body_len, raw_len, True, token))
+            self.calls.append(
+                Call(dcr, stream, 204, None, len(rows), body_len, raw_len, True, token)
+            )
         if self.stall_after_ingest_seconds:
             await asyncio.sleep(self.stall_after_ingest_seconds)
         return Response(status_code=204)
@@ -229,14 +235,18 @@ class IngestionEmulator:
     def _check_version(self, request: Request) -> None:
         version = request.query_params.get("api-version")
         if version not in API_VERSIONS:
-            raise _Answer(400, "InvalidApiVersion", f"The api-version '{version}' is not supported.")
+            raise _Answer(
+                400, "InvalidApiVersion", f"The api-version '{version}' is not supported."
+            )
 
     def _check_token(self, token: str, dcr: str) -> None:
         issued = self.book.lookup(token) if token else None
         if issued is None or issued.expires_at < time.time() or issued.audience != MONITOR_AUDIENCE:
             raise _Answer(401, "InvalidToken", "The provided token is invalid or has expired.")
         if dcr not in self.declarations:
-            raise _Answer(404, "NotFound", f"Data collection rule with immutable Id '{dcr}' not found.")
+            raise _Answer(
+                404, "NotFound", f"Data collection rule with immutable Id '{dcr}' not found."
+            )
         if (issued.principal_id, dcr) not in self.roles:
             raise _Answer(
                 403,
@@ -248,7 +258,9 @@ class IngestionEmulator:
     def _declared(self, dcr: str, stream: str) -> dict[str, str]:
         columns = self.declarations[dcr].get(stream)
         if columns is None:
-            raise _Answer(404, "NotFound", f"Stream '{stream}' is not declared in the data collection rule.")
+            raise _Answer(
+                404, "NotFound", f"Stream '{stream}' is not declared in the data collection rule."
+            )
         return columns
 
     def _check_faults(self) -> None:

@@ -99,7 +99,8 @@ def test_allowed_comes_from_a_flag_or_the_result_word() -> None:
     assert json.loads(decision_row(make_event(2, decision="allowed")))["Allowed"] is True
     assert json.loads(decision_row(make_event(3, outcome="denied")))["Allowed"] is False
     unknown = json.loads(decision_row(make_event(4, decision="approval_required")))
-    assert unknown["Allowed"] is None and unknown["Result"] == "approval_required"
+    assert unknown["Allowed"] is None
+    assert unknown["Result"] == "approval_required"
 
 
 def test_rule_change_row_uses_the_audit_vocabulary() -> None:
@@ -161,7 +162,8 @@ def test_oversized_payload_is_left_out_whole_never_cut() -> None:
     big = "x" * (PAYLOAD_MAX_BYTES + 10)
     event = make_event(1, actor="agent:a" * 5000, note=big)
     row = json.loads(decision_row(event))
-    assert row["Payload"] is None and row["PayloadTruncated"] is True
+    assert row["Payload"] is None
+    assert row["PayloadTruncated"] is True
     assert row["EventId"] == "evt-1"
     assert len(row["Actor"]) == TEXT_MAX_CHARS
 
@@ -257,6 +259,7 @@ def test_plan_calls_places_every_row_once(sizes: list[int], limit: int) -> None:
     assert sorted(placed + oversize) == list(range(len(rows)))
     assert placed == sorted(placed)
     for call in calls:
-        assert call and array_bytes([rows[i] for i in call]) <= limit
+        assert call
+        assert array_bytes([rows[i] for i in call]) <= limit
     for i in oversize:
         assert len(rows[i]) + 2 > limit

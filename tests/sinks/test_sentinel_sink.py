@@ -77,7 +77,8 @@ def test_413_splits_the_call_until_it_fits(azure: Azure) -> None:
     run(go)
     assert_ingested_once(azure, ids(events))
     statuses = [c.status for c in azure.dce.calls]
-    assert 413 in statuses and statuses[-1] == 204
+    assert 413 in statuses
+    assert statuses[-1] == 204
 
 
 def test_row_alone_over_the_limit_is_the_only_dead_letter(azure: Azure) -> None:
@@ -108,7 +109,8 @@ def test_one_refused_record_is_isolated_by_bisection(azure: Azure) -> None:
                 await sink.send(events)
             assert set(info.value.failures) == {37}
             failure = info.value.failures[37]
-            assert isinstance(failure, PermanentSinkError) and "InvalidPayload" in str(failure)
+            assert isinstance(failure, PermanentSinkError)
+            assert "InvalidPayload" in str(failure)
 
     run(go)
     assert_ingested_once(azure, [e.event_id for e in events if e.event_id != "evt-37"])
@@ -180,7 +182,8 @@ def test_throttled_mid_batch_charges_only_what_was_not_taken(azure: Azure) -> No
             with pytest.raises(PartialDeliveryError) as info:
                 await sink.send(events)
             failed = info.value.failures
-            assert failed and all(isinstance(e, SinkUnavailableError) for e in failed.values())
+            assert failed
+            assert all(isinstance(e, SinkUnavailableError) for e in failed.values())
             delivered = [e.event_id for i, e in enumerate(events) if i not in failed]
             assert_ingested_once(azure, delivered)
             assert delivered, "the first call went through"
@@ -197,7 +200,8 @@ def test_unknown_dcr_is_held_and_named(azure: Azure) -> None:
             with pytest.raises(SinkUnavailableError, match=other):
                 await sink.send(decisions(2))
             health = await sink.health()
-            assert not health.ok and "not found" in health.detail
+            assert not health.ok
+            assert "not found" in health.detail
 
     run(go)
 
@@ -210,7 +214,8 @@ def test_unreachable_endpoint_is_unavailable(azure: Azure) -> None:
             with pytest.raises(SinkUnavailableError, match="unreachable"):
                 await sink.send(decisions(2))
             health = await sink.health()
-            assert not health.ok and "unreachable" in health.detail
+            assert not health.ok
+            assert "unreachable" in health.detail
 
     run(go)
 
