@@ -134,33 +134,41 @@ def _time_generated(event: Event) -> str:
     return iso_time(event.received_at)
 
 
-def _pick(payload: Mapping[str, Any], *names: str) -> Any:
-    """The first present key of ``payload`` (or of its ``data`` object)."""
-    nested = payload.get("data")
-    for scope in (payload, nested if isinstance(nested, Mapping) else {}):
-        for name in names:
-            value = scope.get(name)
-            if value is not None:
-                return value
-    return None
+class _Fields:
+    """The body's top-level object and its ``data`` object, read key by key."""
+
+    __slots__ = ("nested", "top")
+
+    def __init__(self, payload: Any) -> None:
+        # json.loads gives dicts: a plain type check is much cheaper than an ABC's.
+        self.top: dict[str, Any] = payload if isinstance(payload, dict) else {}
+        nested = self.top.get("data")
+        self.nested: dict[str, Any] = nested if isinstance(nested, dict) else {}
+
+    def pick(self, *names: str) -> Any:
+        """The first of ``names`` present (not null), at the top, else in ``data``."""
+        for scope in (self.top, self.nested):
+            for name in names:
+                value = scope.get(name)
+                if value is not None:
+                    return value
+        return None
 
 
 def _text(value: Any, *keys: str) -> str | None:
     """A summary string: strings as they are, objects by one of ``keys`` or as JSON."""
     if value is None:
         return None
-    if isinstance(value, Mapping):
+    if isinstance(value, str):
+        return value[:TEXT_MAX_CHARS]
+    if isinstance(value, dict):
         for key in keys:
             inner = value.get(key)
             if isinstance(inner, (str, int, float)) and not isinstance(inner, bool):
                 return _text(inner)
-    if isinstance(value, str):
-        text = value
-    elif isinstance(value, bool):
-        text = "true" if value else "false"
-    else:
-        text = _ASCII_ENCODER.encode(value)
-    return text[:TEXT_MAX_CHARS]
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return _ASCII_ENCODER.encode(value)[:TEXT_MAX_CHARS]
 
 
 def _number(value: Any) -> float | None:
@@ -170,8 +178,8 @@ def _number(value: Any) -> float | None:
     return number if number == number and abs(number) != float("inf") else None
 
 
-def _allowed(payload: Mapping[str, Any], result: str | None) -> bool | None:
-    flag = _pick(payload, "allowed", "is_allowed")
+def _allowed(fields: _Fields, result: str | None) -> bool | None:
+    flag = fields.pick("allowed", "is_allowed")
     if isinstance(flag, bool):
         return flag
     if result is not None:
@@ -216,20 +224,20 @@ def _common(event: Event) -> dict[str, Any]:
 def decision_row(event: Event) -> bytes:
     """The ``DECISION_COLUMNS`` row of a decision, approval or other event."""
     payload = event.payload()
-    fields: Mapping[str, Any] = payload if isinstance(payload, Mapping) else {}
-    result = _text(_pick(fields, "decision", "result", "outcome", "status", "verdict"), "value")
+    fields = _Fields(payload)
+    result = _text(fields.pick("decision", "result", "outcome", "status", "verdict"), "value")
     payload_json, truncated = _payload_value(event, payload)
     head = {
         **_common(event),
         "Category": event.category,
         "Source": event.source,
-        "Actor": _text(_pick(fields, "actor", "agent", "user"), "id", "name", "email"),
-        "Action": _text(_pick(fields, "action", "tool", "operation"), "tool", "name", "type"),
-        "Domain": _text(_pick(fields, "domain")),
+        "Actor": _text(fields.pick("actor", "agent", "user"), "id", "name", "email"),
+        "Action": _text(fields.pick("action", "tool", "operation"), "tool", "name", "type"),
+        "Domain": _text(fields.pick("domain")),
         "Allowed": _allowed(fields, result),
         "Result": result,
-        "RiskScore": _number(_pick(fields, "risk_score", "riskScore", "risk")),
-        "RuleId": _text(_pick(fields, "rule_id", "ruleId", "rule"), "id", "rule_id"),
+        "RiskScore": _number(fields.pick("risk_score", "riskScore", "risk")),
+        "RuleId": _text(fields.pick("rule_id", "ruleId", "rule"), "id", "rule_id"),
         "PayloadTruncated": truncated,
         "ReceivedAt": iso_time(event.received_at),
         "DeliveryId": event.delivery_id,
@@ -240,24 +248,23 @@ def decision_row(event: Event) -> bytes:
 def rule_row(event: Event) -> bytes:
     """The ``RULE_COLUMNS`` row of a rule change (ASIM audit vocabulary)."""
     payload = event.payload()
-    fields: Mapping[str, Any] = payload if isinstance(payload, Mapping) else {}
+    fields = _Fields(payload)
     verb = event.event_type.split(".", 1)[1] if "." in event.event_type else ""
-    rule = _pick(fields, "rule")
-    rule_id = _text(_pick(fields, "rule_id", "ruleId"), "id") or _text(rule, "id", "rule_id")
+    rule = fields.pick("rule")
+    rule_id = _text(fields.pick("rule_id", "ruleId"), "id") or _text(rule, "id", "rule_id")
+    name = _text(fields.pick("rule_name", "name"), "name") or _text(rule, "name", "id")
     payload_json, truncated = _payload_value(event, payload)
     head = {
         **_common(event),
         "Source": event.source,
-        "Actor": _text(_pick(fields, "actor", "user", "changed_by"), "id", "name", "email"),
+        "Actor": _text(fields.pick("actor", "user", "changed_by"), "id", "name", "email"),
         "AuditEventType": _AUDIT_TYPES.get(verb, "Other"),
         "Operation": event.event_type,
-        "Object": _text(_pick(fields, "rule_name", "name"), "name")
-        or _text(rule, "name", "id")
-        or rule_id,
+        "Object": name or rule_id,
         "ObjectId": rule_id,
         "ObjectType": "Policy Rule",
-        "OldValue": _text(_pick(fields, "old_value", "previous", "before", "old")),
-        "NewValue": _text(_pick(fields, "new_value", "patch", "after", "new", "changes")),
+        "OldValue": _text(fields.pick("old_value", "previous", "before", "old")),
+        "NewValue": _text(fields.pick("new_value", "patch", "after", "new", "changes")),
         "PayloadTruncated": truncated,
         "ReceivedAt": iso_time(event.received_at),
         "DeliveryId": event.delivery_id,
