@@ -17,7 +17,7 @@ Variants, run in turn in each round so a loaded machine weighs on all alike:
 CPU µs per event is this process's CPU time (dispatcher, store threads, sink, client)
 divided by N. The emulators (HTTPS, test CA) run as their own process.
 
-    PYTHONPATH=. python tests/bench/bench_sentinel.py [--events 20000] [--batch 500] [--rounds 3]
+    PYTHONPATH=. python tests/bench/bench_sentinel.py [--events 20000] [--batch 1000] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -292,7 +292,7 @@ def bare(emulator: Emulator, batch_rows: list[list[dict[str, Any]]]) -> tuple[fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     import structlog

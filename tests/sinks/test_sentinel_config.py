@@ -91,8 +91,8 @@ def test_each_credential_names_what_it_lacks(
 
 
 def test_parts_of_another_credential_are_refused() -> None:
-    """A client secret beside credential = managed_identity is a mistake, said so."""
-    assert "client_secret not used" in errors(credential="managed_identity")
+    """A client secret or tenant beside credential = managed_identity is a mistake, said so."""
+    assert "tenant_id, client_secret not used" in errors(credential="managed_identity")
 
 
 def test_managed_identity_needs_no_tenant_or_secret() -> None:

@@ -123,3 +123,11 @@ def test_retry_after_never_raises(headers: dict[str, str]) -> None:
     """Whatever a server sends, the parse gives None or a non-negative number of seconds."""
     value = retry_after_seconds(headers)
     assert value is None or value >= 0
+
+
+@given(st.text(max_size=300))
+def test_any_token_error_text_maps_without_raising(text: str) -> None:
+    """Whatever azure-identity's message says, the map gives one unavailable error."""
+    mapped = map_error(token_error(ClientAuthenticationError(text)), CONFIG)
+    assert isinstance(mapped, SinkUnavailableError)
+    assert str(mapped).startswith("no token from Entra ID for client id")
