@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -14,7 +13,14 @@ import httpx
 import pytest
 
 from tests.fakes.azure import Azure, azure
-from tests.harness import ADMIN_TOKEN, ReceiverProcess, base_config, event_body, signed_headers
+from tests.harness import (
+    ADMIN_TOKEN,
+    ReceiverProcess,
+    SignedLoad,
+    base_config,
+    event_body,
+    signed_headers,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -68,33 +74,12 @@ def test_kill_9_mid_send_then_every_acknowledged_event_is_in_sentinel(
     counted and reported, and carry the same EventId."""
     azure.dce.stall_after_ingest_seconds = 0.3
     proc = ReceiverProcess(tmp_path, receiver_config(azure, tmp_path)).start()
-    acknowledged: set[str] = set()
-    lock = threading.Lock()
-    stop = threading.Event()
-
-    def sender(worker: int) -> None:
-        with httpx.Client(timeout=5) as client:
-            for n in range(3000):  # bounded; the kill ends the run much sooner
-                if stop.is_set():
-                    return
-                event_id = f"kill-{worker}-{n}"
-                body = event_body(event_id, actor=f"agent:{worker}", decision="blocked")
-                try:
-                    resp = client.post(proc.url, content=body, headers=signed_headers(body))
-                except httpx.HTTPError:
-                    continue  # no answer: BIGHUB would retry; nothing was promised
-                if resp.status_code in (200, 202):
-                    with lock:
-                        acknowledged.add(event_id)
-
-    threads = [threading.Thread(target=sender, args=(w,)) for w in range(4)]
-    for t in threads:
-        t.start()
-    wait_for(lambda: len(acknowledged) >= 400 and len(azure.dce.ok_calls()) >= 3)
+    load = SignedLoad(
+        proc.url, workers=4, prefix="kill", per_worker=3000, actor="agent:a", decision="blocked"
+    ).start()
+    wait_for(lambda: len(load.acknowledged) >= 400 and len(azure.dce.ok_calls()) >= 3)
     proc.kill()  # SIGKILL while a call is stalled after ingest: no shutdown code runs
-    stop.set()
-    for t in threads:
-        t.join(timeout=30)
+    acknowledged = load.stop()
     in_flight_at_kill = len(azure.dce.event_ids())
     azure.dce.stall_after_ingest_seconds = 0
 
