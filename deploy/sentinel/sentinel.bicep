@@ -3,6 +3,7 @@
 // stream declarations and transforms, and the role assignment that lets the sink's
 // identity post to it. Deploy into the resource group of the Sentinel workspace:
 //   az deployment group create -g <rg> -f sentinel.bicep -p workspaceName=<ws> principalId=<object id>
+// Needs Bicep 0.27 or later (single-line objects with commas).
 
 @description('Name of the Log Analytics workspace that Microsoft Sentinel uses (in this resource group).')
 param workspaceName string

@@ -328,7 +328,9 @@ class IngestionApi:
         try:
             credential.get_token(self.config.scope)
         except Exception as exc:
-            raise map_error(exc, self.config) from None
+            error = map_error(exc, self.config)
+            self.reset()  # as after a refused token in a call: start from a fresh credential
+            raise error from None
 
     def close(self) -> None:
         with self._lock:
