@@ -199,5 +199,5 @@ def configure_logging(settings: LogSettings) -> None:
     # Our own request line replaces uvicorn's access log (which would log query strings).
     logging.getLogger("uvicorn.access").disabled = True
     # Client libraries log every request at info (with URLs); keep only their warnings.
-    for name in ("httpx", "httpcore", "botocore", "kafka", "urllib3"):
+    for name in ("httpx", "httpcore", "botocore", "kafka", "urllib3", "azure", "msal"):
         logging.getLogger(name).setLevel(max(level, logging.WARNING))

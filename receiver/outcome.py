@@ -10,9 +10,10 @@ The dispatcher sends a batch read after the cursor, in log order, then asks
   before it, everything the sink took after it goes in the cursor's done set, and
   the head and the failed events after it are sent again after a backoff — newer
   events never overtake an older one (strict per-sink order);
-- ``SinkUnavailableError`` (the destination refuses everything) charges nothing;
-  other retryable failures charge the head one attempt. The delay is the longest
-  of the backoffs that apply (a mixed outcome waits for both);
+- ``SinkUnavailableError`` (the destination refuses everything) charges nothing and
+  waits at least the ``Retry-After`` the destination named (capped at
+  ``retry_max_seconds``); other retryable failures charge the head one attempt. The
+  delay is the longest of the backoffs that apply (a mixed outcome waits for both);
 - at ``max_attempts`` the head is dead-lettered only if it failed alone; when a
   whole batch failed at its last attempt, nobody can tell which event is at fault,
   so the head gets one more attempt on its own first (never a dead letter for an
@@ -144,7 +145,7 @@ def decide(
     delays = [policy.delay(now_attempts, rng)] if charged else []
     down = [e for e in retry.values() if _down(e)]
     if down:
-        delays.append(policy.delay(outage + 1, rng))
+        delays.append(max(policy.delay(outage + 1, rng), _asked_wait(down, policy)))
     return Decision(
         delivered=tuple(i for i in sent if i not in failed),
         dead=tuple(sorted(dead)),
@@ -159,6 +160,17 @@ def decide(
 
 def _down(exc: SinkError) -> bool:
     return isinstance(exc, SinkUnavailableError)
+
+
+def _asked_wait(down: Sequence[SinkError], policy: Policy) -> float:
+    """The longest ``Retry-After`` a refusing destination asked for, capped at
+    ``retry_max_seconds`` so an absurd value cannot park the sink."""
+    asked = [
+        e.retry_after
+        for e in down
+        if isinstance(e, SinkUnavailableError) and e.retry_after is not None
+    ]
+    return min(max(asked), policy.retry_max_seconds) if asked else 0.0
 
 
 def _settled(
@@ -232,6 +244,8 @@ def settle_requeued(
             dead.append((item.dead_letter_id, f"max attempts reached; last error: {exc}"))
             continue
         wait = policy.delay(item.attempts + 1 if charge else outage + 1, rng)
+        if not charge:
+            wait = max(wait, _asked_wait([exc], policy))
         delay = max(delay, wait)
         retry.append((item.dead_letter_id, now + wait, str(exc), charge))
     return RequeueSettlement(delivered, tuple(retry), tuple(dead)), delay

@@ -27,6 +27,7 @@ _BUILTINS: dict[str, str] = {
     "splunk_hec": "sinks.splunk_hec:SplunkHecSink",
     "s3": "sinks.s3:S3Sink",
     "security_lake": "sinks.security_lake:SecurityLakeSink",
+    "sentinel": "sinks.sentinel:SentinelSink",
 }
 
 

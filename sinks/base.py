@@ -8,8 +8,10 @@ Exception tree (the dispatcher decides what to do from the class alone)::
     ├── RetryableSinkError        the batch failed this time; retry it with backoff,
     │   │                         one attempt charged to each event
     │   └── SinkUnavailableError  the destination as a whole is down or refuses us
-    │                             (connection refused, bad token); events wait without
-    │                             being charged attempts, the sink is reported unhealthy
+    │                             (connection refused, bad token, throttling); events
+    │                             wait without being charged attempts (at least
+    │                             ``retry_after`` seconds when the destination said so),
+    │                             the sink is reported unhealthy
     ├── PermanentSinkError        these events can never be delivered as they are;
     │                             dead-letter them (kept, listable, re-queueable)
     └── PartialDeliveryError      some events of the batch failed; ``failures`` maps
@@ -54,11 +56,20 @@ class RetryableSinkError(SinkError):
 
 
 class SinkUnavailableError(RetryableSinkError):
-    """The destination refuses all traffic for now (down, bad credentials).
+    """The destination refuses all traffic for now (down, bad credentials, throttling).
 
     Events are kept pending without being charged attempts, so an operator can
     fix a token or bring a broker back without anything being dead-lettered.
+
+    Args:
+        message: what is wrong, for the operator (never a secret).
+        retry_after: seconds the destination asked us to wait (an HTTP ``Retry-After``),
+            if it said; the dispatcher waits at least that long (up to its cap).
     """
+
+    def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class PermanentSinkError(SinkError):

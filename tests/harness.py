@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -240,3 +241,52 @@ class ReceiverProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class SignedLoad:
+    """Signed webhooks from several threads to ``url`` until stopped (bounded per thread).
+
+    ``acknowledged`` holds the ids of the events answered 2xx: those the receiver promised
+    to keep. Events that got no answer are not in it (BIGHUB would retry them).
+    """
+
+    def __init__(
+        self, url: str, *, workers: int, prefix: str, per_worker: int = 5000, **payload: Any
+    ) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.per_worker = per_worker
+        self.payload = payload
+        self.acknowledged: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._send, args=(w,), name=f"load-{w}") for w in range(workers)
+        ]
+
+    def _send(self, worker: int) -> None:
+        with httpx.Client(timeout=5) as client:
+            for n in range(self.per_worker):  # bounded; a kill usually ends the run sooner
+                if self._stop.is_set():
+                    return
+                event_id = f"{self.prefix}-{worker}-{n}"
+                body = event_body(event_id, **self.payload)
+                try:
+                    resp = client.post(self.url, content=body, headers=signed_headers(body))
+                except httpx.HTTPError:
+                    continue  # no answer: BIGHUB would retry; nothing was promised
+                if resp.status_code in (200, 202):
+                    with self._lock:
+                        self.acknowledged.add(event_id)
+
+    def start(self) -> SignedLoad:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self) -> set[str]:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=30)
+        with self._lock:
+            return set(self.acknowledged)

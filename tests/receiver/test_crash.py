@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.harness import ReceiverProcess, base_config, event_body, signed_headers
+from tests.harness import ReceiverProcess, SignedLoad, base_config
 
 pytestmark = pytest.mark.integration
 
@@ -17,35 +15,12 @@ pytestmark = pytest.mark.integration
 def test_kill_9_mid_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
     """Signed requests from 6 threads, SIGKILL mid-load, restart: all 2xx events exported."""
     proc = ReceiverProcess(tmp_path, base_config(tmp_path)).start()
-    acknowledged: set[str] = set()
-    lock = threading.Lock()
-    stop = threading.Event()
-
-    def sender(worker: int) -> None:
-        with httpx.Client(timeout=5) as client:
-            for n in range(5000):  # bounded; the kill ends the run much sooner
-                if stop.is_set():
-                    return
-                event_id = f"crash-{worker}-{n}"
-                body = event_body(event_id)
-                try:
-                    resp = client.post(proc.url, content=body, headers=signed_headers(body))
-                except httpx.HTTPError:
-                    continue  # no answer: BIGHUB would retry; nothing was promised
-                if resp.status_code in (200, 202):
-                    with lock:
-                        acknowledged.add(event_id)
-
-    threads = [threading.Thread(target=sender, args=(w,)) for w in range(6)]
-    for t in threads:
-        t.start()
+    load = SignedLoad(proc.url, workers=6, prefix="crash").start()
     deadline = time.monotonic() + 30
-    while len(acknowledged) < 300 and time.monotonic() < deadline:
+    while len(load.acknowledged) < 300 and time.monotonic() < deadline:
         time.sleep(0.02)
     proc.kill()  # SIGKILL mid-load: no shutdown code runs
-    stop.set()
-    for t in threads:
-        t.join(timeout=30)
+    acknowledged = load.stop()
     assert len(acknowledged) >= 300
 
     restarted = ReceiverProcess(tmp_path, proc.cfg)

@@ -420,3 +420,39 @@ def test_requeued_expired_event_gets_a_fresh_chance(tmp_path: Path) -> None:
             await store.close()
 
     asyncio.run(run())
+
+
+def test_unavailable_waits_at_least_retry_after(tmp_path: Path) -> None:
+    """A destination's Retry-After is waited out (uncharged) before the same events go again."""
+    times: list[float] = []
+
+    def script(n: int, batch: Sequence[Event]) -> SinkError | None:
+        times.append(time.monotonic())
+        return SinkUnavailableError("throttled", retry_after=0.6) if n == 1 else None
+
+    sink = MemorySink(script)
+
+    async def body(d: Dispatcher, store: SQLiteStore) -> None:
+        await run_until(lambda: len(sink.delivered) == 2)
+        assert times[1] - times[0] >= 0.6
+        assert await store.dead_letters() == []
+
+    cfg = config(retry_initial_seconds=0.01, retry_max_seconds=5.0, max_attempts=1)
+    asyncio.run(with_dispatcher(tmp_path, sink, cfg, 2, body))
+
+
+def test_retry_after_is_capped_by_retry_max(tmp_path: Path) -> None:
+    """An absurd Retry-After cannot park the sink past retry_max_seconds."""
+    times: list[float] = []
+
+    def script(n: int, batch: Sequence[Event]) -> SinkError | None:
+        times.append(time.monotonic())
+        return SinkUnavailableError("throttled", retry_after=3600) if n == 1 else None
+
+    sink = MemorySink(script)
+
+    async def body(d: Dispatcher, store: SQLiteStore) -> None:
+        await run_until(lambda: len(sink.delivered) == 1, timeout=5)
+        assert times[1] - times[0] < 2.0
+
+    asyncio.run(with_dispatcher(tmp_path, sink, config(retry_max_seconds=0.3), 1, body))

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from sinks import sink_types
+from tests.fakes.azure import CLIENT_SECRET, DCR_ID, Azure, azure
 from tests.fakes.hec import TOKEN, HecEmulator, hec
 from tests.fakes.s3_unconditional import UnconditionalS3, unconditional_s3
 from tests.harness import base_config, write_config
@@ -73,10 +74,12 @@ def test_every_sink_type_probes_ok_against_its_service(
     hec: HecEmulator,
     moto_server: MotoServer,
     s3_bucket: Callable[..., str],
+    azure: Azure,
     tmp_path: Path,
 ) -> None:
-    """stdout, Kafka (tansu), Splunk HEC (emulator), S3 and Security Lake (moto): one ok
-    line each, exit 0, nothing sent (no event indexed, no topic created, no object)."""
+    """stdout, Kafka (tansu), Splunk HEC (emulator), S3 and Security Lake (moto),
+    Sentinel (Entra ID and Logs Ingestion emulators): one ok line each, exit 0, nothing
+    sent (no event indexed, no topic created, no object, no row)."""
     bucket = s3_bucket()
     lake_bucket = s3_bucket()
     sinks = [
@@ -85,18 +88,20 @@ def test_every_sink_type_probes_ok_against_its_service(
         splunk(hec),
         s3(moto_server.endpoint, bucket),
         lake_values(moto_server, lake_bucket, KEYS),
+        azure.sink_config(),
     ]
     assert {s["type"] for s in sinks} == set(sink_types())
     result = probe(tmp_path, sinks)
     assert result.returncode == 0, result.stdout + result.stderr
     found = lines(result)
-    assert sorted(found) == ["archive", "console", "kafka", "lake", "splunk"]
+    assert sorted(found) == ["archive", "console", "kafka", "lake", "sentinel", "splunk"]
     assert all(": ok" in line for line in found.values()), found
     assert "not created yet: bighub.approval" in found["kafka"]
     assert hec.event_ids() == []
     assert tansu.topics() == set()
     assert data_keys(moto_server.client(), bucket) == []
     assert parquet_keys(moto_server.client(), lake_bucket) == []
+    assert azure.dce.event_ids() == []
 
 
 def test_each_failure_is_named_and_the_exit_code_is_1(
@@ -140,6 +145,18 @@ def test_each_failure_is_named_and_the_exit_code_is_1(
     everything = result.stdout + result.stderr
     for secret in (PASSWORD, "00000000-0000-0000-0000-000000000000", SECRET_KEY):
         assert secret not in everything
+
+
+def test_sentinel_missing_role_assignment_is_named(azure: Azure, tmp_path: Path) -> None:
+    """A Sentinel app registration without its role on the DCR: the probe says which role
+    is missing where, and never prints the client secret."""
+    azure.dce.revoke(azure.principal, DCR_ID)
+    result = probe(tmp_path, [azure.sink_config()])
+    assert result.returncode == 1, result.stdout + result.stderr
+    line = lines(result)["sentinel"]
+    assert "FAILED" in line
+    assert "Monitoring Metrics Publisher" in line
+    assert CLIENT_SECRET not in result.stdout + result.stderr
 
 
 def test_without_probe_nothing_is_contacted(tmp_path: Path) -> None:

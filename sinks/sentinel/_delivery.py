@@ -1,0 +1,123 @@
+"""One batch through the Logs Ingestion API: plan the calls, post, split, bisect. Blocking.
+
+- rows are grouped by stream and packed into calls under ``max_call_bytes``
+  (uncompressed; a row alone over it is refused up front, permanently);
+- 413 (the service's limit is lower than we thought): the call is split in halves until
+  the halves pass; a single row that still gets 413 is refused permanently;
+- 400: the service refused something in the call. The call is bisected until single
+  rows fail alone; then an empty call to the same stream tells the record's fault (the
+  stream takes ``[]``: dead-letter that one record) from the stream's (``[]`` refused
+  too: the whole sink is unavailable, nothing is dead-lettered);
+- any other error stops the batch: every row not yet acknowledged carries it, so a 429
+  or a 401 is never charged to events the service did take.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import structlog
+
+from sinks.base import Event, PermanentSinkError, SinkError, SinkUnavailableError
+from sinks.sentinel._client import CallTooLargeError, IngestionApi, RecordsRefusedError
+from sinks.sentinel.config import SentinelConfig
+from sinks.sentinel.encoder import Row, array_bytes, body_for, plan_calls, row_for
+from sinks.sentinel.health import probe_stream
+
+__all__ = ["Delivery"]
+
+log = structlog.get_logger("bighub_siem.sinks.sentinel")
+
+
+class Delivery:
+    """Delivers one batch; ``run`` returns the failed positions (empty: all delivered)."""
+
+    def __init__(self, api: IngestionApi, config: SentinelConfig, batch: Sequence[Event]) -> None:
+        self.api = api
+        self.config = config
+        self.batch = batch
+        self.rows: dict[int, Row] = {}
+        self.failures: dict[int, SinkError] = {}
+        self.done: set[int] = set()
+        self.calls = 0
+        self._stream_ok: dict[str, bool] = {}
+
+    def run(self) -> dict[int, SinkError]:
+        streams = self.config.streams.model_dump()
+        by_stream: dict[str, list[int]] = {}
+        for pos, event in enumerate(self.batch):
+            try:
+                row = row_for(event, streams)
+            except ValueError:
+                self.failures[pos] = PermanentSinkError("the stored body is not JSON")
+                continue
+            self.rows[pos] = row
+            by_stream.setdefault(row.stream, []).append(pos)
+        try:
+            for stream, positions in by_stream.items():
+                self._stream(stream, positions)
+        except SinkError as exc:  # stop: the rest waits (uncharged when unavailable)
+            for pos in self.rows:
+                if pos not in self.done and pos not in self.failures:
+                    self.failures[pos] = exc
+        return self.failures
+
+    def _stream(self, stream: str, positions: list[int]) -> None:
+        limit = self.config.max_call_bytes
+        calls, oversize = plan_calls([self.rows[p].data for p in positions], limit)
+        for i in oversize:
+            pos = positions[i]
+            self.failures[pos] = PermanentSinkError(
+                f"the event's row is {len(self.rows[pos].data)} bytes; a call takes at most "
+                f"{limit} (max_call_bytes)"
+            )
+        for call in calls:
+            self._post(stream, [positions[i] for i in call])
+
+    def _post(self, stream: str, positions: list[int]) -> None:
+        data = [self.rows[p].data for p in positions]
+        self.calls += 1
+        try:
+            self.api.post(stream, body_for(data, self.config.gzip_level))
+        except CallTooLargeError as exc:
+            if len(positions) == 1:
+                self.failures[positions[0]] = PermanentSinkError(
+                    f"the service refuses this event's row alone as too large ({exc})"
+                )
+                return
+            log.info(
+                "sentinel_call_split", stream=stream, rows=len(positions), bytes=array_bytes(data)
+            )
+            self._halves(stream, positions)
+            return
+        except RecordsRefusedError as exc:
+            if len(positions) > 1:
+                self._halves(stream, positions)
+                return
+            self._refused(stream, positions[0], exc)
+            return
+        self.done.update(positions)
+
+    def _halves(self, stream: str, positions: list[int]) -> None:
+        middle = len(positions) // 2
+        self._post(stream, positions[:middle])
+        self._post(stream, positions[middle:])
+
+    def _refused(self, stream: str, pos: int, exc: RecordsRefusedError) -> None:
+        if stream not in self._stream_ok:
+            try:
+                probe_stream(self.api, stream, self.config.gzip_level)
+            except RecordsRefusedError:
+                self._stream_ok[stream] = False
+            else:
+                self._stream_ok[stream] = True
+        if not self._stream_ok[stream]:
+            raise SinkUnavailableError(
+                f"stream {stream} refuses even an empty call ({exc}): the DCR's stream "
+                "declaration does not fit this sink; see deploy/sentinel/"
+            )
+        event_id = self.batch[pos].event_id
+        log.warning("sentinel_record_refused", stream=stream, event_id=event_id, code=exc.code)
+        self.failures[pos] = PermanentSinkError(
+            f"the service refused this event's row alone, while the stream takes calls ({exc})"
+        )
