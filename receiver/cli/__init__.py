@@ -2,15 +2,14 @@
 dead-letters, migrate, verify-archive.
 
 One module per command (or small group of commands), each with a ``register(sub)``
-that adds its subparser; this module only assembles them and maps errors to exit codes.
-
-Exit codes: 0 success, 1 the command ran and found a failure, 2 bad usage or config.
+that adds its subparser; this module only assembles them. Failures end in a short
+message and an exit code, both in ``_errors`` (0 success, 1 the command found a
+failure, 2 usage or configuration, 3 missing extra, 4 store, 5 listener, 130 interrupted).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
 from receiver.cli import (
@@ -22,6 +21,7 @@ from receiver.cli import (
     _verify_archive,
 )
 from receiver.cli._common import CONFIG_ENV
+from receiver.cli._errors import CommandError, ExitCode, config_failure, report
 from receiver.errors import ConfigError
 from receiver.log import flush_logs
 
@@ -47,12 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(LogSettings())
     try:
         return int(args.func(args))
+    except CommandError as exc:
+        return report(exc)
     except ConfigError as exc:
-        print("bighub-siem: configuration is invalid:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 2
+        return report(config_failure(exc))
     except KeyboardInterrupt:
-        return 130
+        return int(ExitCode.INTERRUPTED)
     finally:
         flush_logs()

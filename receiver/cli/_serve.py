@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gc
 import signal
+import socket
 import sys
 from collections.abc import Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 
 from receiver.cli._common import load, with_config
+from receiver.cli._errors import listener_unavailable, store_unavailable
 from receiver.errors import StoreError
 from receiver.log import flush_logs
 from receiver.settings import Settings
@@ -32,39 +34,41 @@ class _Server(uvicorn.Server):
 
 
 async def _serve(settings: Settings, role: Role = "all") -> int:
-    from receiver.admin import create_admin_app
-    from receiver.app import create_app
     from receiver.service import Service
 
     try:
         service = Service(settings, role=role)
-        await service.start()
     except StoreError as exc:
-        print(f"bighub-siem: cannot open the store: {exc}", file=sys.stderr)
-        return 1
-    servers: list[_Server] = []
-    if role != "dispatch":  # a dispatch replica takes no webhooks
-        app = create_app(service, manage_service=False)
-        servers.append(_server(app, settings.ingress.host, settings.ingress.port))
-    if settings.admin.enabled:
-        servers.append(_server(create_admin_app(service), settings.admin.host, settings.admin.port))
+        raise store_unavailable(settings.store, exc) from None
+    # Listeners are bound before the store opens: a busy port is reported by its
+    # setting's name, and nothing (no spool lock, no migration) happens before it.
+    listeners = _bind_listeners(settings, role)
+    try:
+        await service.start()
+    except (StoreError, OSError) as exc:
+        for sock, _ in listeners:
+            sock.close()
+        with contextlib.suppress(Exception):
+            await service.store.close()
+        raise store_unavailable(settings.store, exc) from None
+    servers = [(_server(_app(section, service), sock), sock) for sock, section in listeners]
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
 
     def stop() -> None:
         stopping.set()
-        for s in servers:
+        for s, _ in servers:
             s.should_exit = True
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
     flusher = asyncio.create_task(_flush_logs_periodically())
     listening = asyncio.create_task(
-        _mark_listening(servers[0], service) if servers else asyncio.sleep(0)
+        _mark_listening(servers[0][0], service) if servers else asyncio.sleep(0)
     )
     try:
         if servers:
-            await asyncio.gather(*(s.serve() for s in servers))
+            await asyncio.gather(*(s.serve(sockets=[sock]) for s, sock in servers))
         else:  # dispatch role without the admin listener: run until signalled
             await stopping.wait()
     finally:
@@ -77,7 +81,57 @@ async def _serve(settings: Settings, role: Role = "all") -> int:
     return 0
 
 
-def _server(app: Any, host: str, port: int) -> _Server:
+def _bind_listeners(settings: Settings, role: Role) -> list[tuple[socket.socket, str]]:
+    """One bound socket per listener this role runs, with the section it comes from.
+
+    Raises:
+        CommandError: a listener cannot bind (exit code 5); none stays bound.
+    """
+    wanted = (
+        [] if role == "dispatch" else [("ingress", settings.ingress.host, settings.ingress.port)]
+    )
+    if settings.admin.enabled:
+        wanted.append(("admin", settings.admin.host, settings.admin.port))
+    bound: list[tuple[socket.socket, str]] = []
+    try:
+        for section, host, port in wanted:
+            bound.append((_bind(section, host, port), section))
+    except BaseException:
+        for sock, _ in bound:
+            sock.close()
+        raise
+    return bound
+
+
+def _bind(section: str, host: str, port: int) -> socket.socket:
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise listener_unavailable(section, host, port, exc) from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise listener_unavailable(section, host, port, exc) from None
+    return sock
+
+
+def _app(section: str, service: Service) -> Any:
+    from receiver.admin import create_admin_app
+    from receiver.app import create_app
+
+    if section == "ingress":
+        return create_app(service, manage_service=False)
+    return create_admin_app(service)
+
+
+def _server(app: Any, sock: socket.socket) -> _Server:
+    # uvicorn is handed the bound socket: it never binds, nor exits with its own code.
+    host, port = sock.getsockname()[:2]
     return _Server(
         uvicorn.Config(
             app,

@@ -1,4 +1,8 @@
-"""``migrate`` and ``dead-letters``: commands that work on the store directly."""
+"""``migrate`` and ``dead-letters``: commands that work on the store directly.
+
+They read only ``[store]`` of the configuration, so they run without the webhook
+secret or the admin token in the environment.
+"""
 
 from __future__ import annotations
 
@@ -7,44 +11,32 @@ import asyncio
 import sys
 import time
 
-from receiver.cli._common import load, with_config
-from receiver.errors import StoreError
-from receiver.settings import Settings
+from receiver.cli._common import load_store, opened_store, with_config
+from receiver.settings import StoreSettings
 
 __all__ = ["register"]
 
 
-async def _migrate(settings: Settings) -> int:
-    from receiver.store import create_store
-
-    try:
-        store = create_store(settings.store)
-        await store.open()  # opening applies the missing migrations
-    except StoreError as exc:
-        print(f"bighub-siem: migrate failed: {exc}", file=sys.stderr)
-        return 1
-    try:
-        kind = settings.store.url.split(":", 1)[0]
+async def _migrate(settings: StoreSettings) -> int:
+    async with opened_store(settings, create=True) as store:  # opening applies migrations
+        kind = settings.url.split(":", 1)[0]
         done = store.migrated
         if done is None or done.before == done.after:
             print(f"{kind} schema is up to date (version {done.after if done else '?'})")
         else:
             print(f"{kind} schema migrated from version {done.before} to {done.after}")
-        return 0
-    finally:
-        await store.close()
+    return 0
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    return asyncio.run(_migrate(load(args.config)))
+    return asyncio.run(_migrate(load_store(args.config)))
 
 
-async def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
-    from receiver.store import create_store
-
-    store = create_store(settings.store)
-    await store.open()
-    try:
+async def _dead_letters(settings: StoreSettings, args: argparse.Namespace) -> int:
+    if args.action != "list" and not args.all and not args.id:
+        print("bighub-siem: give --id N (repeatable) or --all", file=sys.stderr)
+        return 2
+    async with opened_store(settings, create=False) as store:
         if args.action == "list":
             rows = await store.dead_letters(sink=args.sink, limit=args.limit)
             if not rows:
@@ -56,9 +48,6 @@ async def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
                     f"attempts={r.attempts} dead_at={when}  {r.error}"
                 )
             return 0
-        if not args.all and not args.id:
-            print("bighub-siem: give --id N (repeatable) or --all", file=sys.stderr)
-            return 2
         ids = None if args.all else args.id
         if args.action == "retry":
             n = await store.requeue_dead(sink=args.sink, ids=ids, now=time.time())
@@ -66,13 +55,11 @@ async def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
         else:
             n = await store.purge_dead(sink=args.sink, ids=ids)
             print(f"purged {n} dead letter(s)")
-        return 0
-    finally:
-        await store.close()
+    return 0
 
 
 def cmd_dead_letters(args: argparse.Namespace) -> int:
-    return asyncio.run(_dead_letters(load(args.config), args))
+    return asyncio.run(_dead_letters(load_store(args.config), args))
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -25,11 +25,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sinks._extras import install_hint
 from sinks.base import PermanentSinkError, RetryableSinkError, SinkError, SinkUnavailableError
 
 __all__ = ["S3Api", "S3Settings", "map_boto_error"]
 
-INSTALL_HINT = "the s3 sink needs boto3: pip install 'bighub-siem[s3]'"
+INSTALL_HINT = f"the s3 sink needs boto3: {install_hint('s3')}"
 
 _UNAVAILABLE_CODES = frozenset(
     {
