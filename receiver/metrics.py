@@ -22,6 +22,9 @@ class _SnapshotCollector(Collector):
         self.oldest_age: dict[str, float] = {}
         self.spool_bytes = 0
         self.spool_events = 0
+        # The quota, so alerts and dashboards can compare usage with it (store settings).
+        self.spool_max_bytes = 0
+        self.spool_max_events = 0
         self.sink_up: dict[str, bool] = {}
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -50,6 +53,16 @@ class _SnapshotCollector(Collector):
         )
         yield GaugeMetricFamily(
             "bighub_siem_spool_events", "Undelivered events held.", value=self.spool_events
+        )
+        yield GaugeMetricFamily(
+            "bighub_siem_spool_max_bytes",
+            "Quota: undelivered body bytes held before ingress answers 503.",
+            value=self.spool_max_bytes,
+        )
+        yield GaugeMetricFamily(
+            "bighub_siem_spool_max_events",
+            "Quota: undelivered events held before ingress answers 503.",
+            value=self.spool_max_events,
         )
 
 

@@ -59,6 +59,8 @@ class Service:
         self.settings = settings
         self.clock = clock
         self.metrics = Metrics()
+        self.metrics.snapshot.spool_max_bytes = settings.store.max_spool_bytes
+        self.metrics.snapshot.spool_max_events = settings.store.max_spool_events
         self.router = Router(settings.sinks)
         self.store = store if store is not None else create_store(settings.store, exclusive=True)
         self.secrets = tuple(s.get_secret_value().encode("utf-8") for s in settings.ingress.secrets)

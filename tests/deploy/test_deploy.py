@@ -25,6 +25,7 @@ from receiver.settings import Settings
 from receiver.store.sqlite import sqlite_path
 from sinks import sink_types
 from tests.conftest import require_service
+from tests.deploy import test_observability
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -53,6 +54,7 @@ def covered_files() -> set[Path]:
         DEPLOY / "compose.yaml",
         DEPLOY / "compose.env.example",
         UNIT,
+        *test_observability.files(),
     }
 
 
