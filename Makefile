@@ -10,13 +10,16 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 DEV_SECRET ?= dev-webhook-secret-change-me-0123
 DEV_ADMIN_TOKEN ?= dev-admin-token-change-me-0123
 DEV_CONFIG ?= deploy/examples/dev.toml
+# The venv `make run` builds has every optional sink and the PostgreSQL store, so each
+# config in deploy/examples/ passes check-config in it.
+EXTRAS ?= kafka,s3,postgres
 
-.PHONY: run test lint bench install install-test clean
+.PHONY: run test test-container docs lint bench install install-test clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
-	$(PIP) install -e .
+	$(PIP) install -e '.[$(EXTRAS)]'
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
@@ -43,8 +46,16 @@ lint: $(VENV)/.installed-test
 # PostgreSQL is expected at 127.0.0.1:5432 (tests/services/postgres.sh starts or installs it).
 test: $(VENV)/.installed-test
 	bash tests/services/postgres.sh
+	bash tests/services/debian-tools.sh promtool:prometheus docker-compose:docker-compose
 	$(MAKE) lint
 	$(VENV)/bin/pytest
+	$(MAKE) test-container
+
+# Builds deploy/Dockerfile with podman and runs it: send-test, stop, non-root (README,
+# "Container"). Installs podman, buildah, mmdebstrap and runc from Debian when missing.
+test-container: $(VENV)/.installed-test
+	bash tests/services/debian-tools.sh podman:podman buildah:buildah mmdebstrap:mmdebstrap runc:runc
+	$(VENV)/bin/pytest tests/container
 
 bench: $(VENV)/.installed-test
 	bash tests/bench/run.sh
