@@ -31,11 +31,16 @@ install-test: $(VENV)/.installed-test
 
 run: $(VENV)/.installed
 	@echo "bighub-siem dev receiver: http://127.0.0.1:8080/webhooks/bighub (admin/metrics on 127.0.0.1:9464)"
+	@echo "spool: deploy/examples/var/spool.db (relative paths are relative to $(DEV_CONFIG))"
 	@echo "dev webhook secret: $(DEV_SECRET)"
 	@echo "dev admin token:    $(DEV_ADMIN_TOKEN)"
 	@echo "try: BIGHUB_WEBHOOK_SECRET=$(DEV_SECRET) $(VENV)/bin/bighub-siem send-test --secret env:BIGHUB_WEBHOOK_SECRET"
 	BIGHUB_WEBHOOK_SECRET='$(DEV_SECRET)' BIGHUB_SIEM_ADMIN_TOKEN='$(DEV_ADMIN_TOKEN)' \
 		$(VENV)/bin/bighub-siem serve --config $(DEV_CONFIG)
+
+# The configuration reference in docs/configuration.md is written from the settings models.
+docs: $(VENV)/.installed
+	$(VENV)/bin/bighub-siem config-reference --update docs/configuration.md
 
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
@@ -61,4 +66,4 @@ bench: $(VENV)/.installed-test
 	bash tests/bench/run.sh
 
 clean:
-	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) var deploy/examples/var build .mypy_cache .ruff_cache .pytest_cache .hypothesis

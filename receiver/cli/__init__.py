@@ -1,5 +1,5 @@
 """``bighub-siem`` (and ``python -m receiver``): serve, check-config, send-test, replay,
-dead-letters, migrate, verify-archive.
+dead-letters, migrate, verify-archive, config-reference.
 
 One module per command (or small group of commands), each with a ``register(sub)``
 that adds its subparser; this module only assembles them. Failures end in a short
@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from receiver.cli import (
     _check_config,
+    _config_reference,
     _replay,
     _send_test,
     _serve,
@@ -27,7 +28,15 @@ from receiver.log import flush_logs
 
 __all__ = ["CONFIG_ENV", "main"]
 
-_COMMANDS = (_serve, _store_cmds, _check_config, _send_test, _replay, _verify_archive)
+_COMMANDS = (
+    _serve,
+    _store_cmds,
+    _check_config,
+    _send_test,
+    _replay,
+    _verify_archive,
+    _config_reference,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
