@@ -221,7 +221,23 @@ class UpstreamSettings(_Section):
         return self
 
 
-class Settings(BaseSettings):
+class _FileAndEnvironment(BaseSettings):
+    """Settings read from a file (passed as init values) and the environment."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file (passed as init values).
+        return (env_settings, init_settings)
+
+
+class Settings(_FileAndEnvironment):
     """The root of the configuration. ``sinks`` is narrowed by ``settings_class()``."""
 
     model_config = SettingsConfigDict(
@@ -237,18 +253,6 @@ class Settings(BaseSettings):
     log: LogSettings = Field(default_factory=LogSettings, description="Logging.")
     upstream: UpstreamSettings | None = Field(default=None, description="Upstream replay.")
     sinks: list[SinkConfig] = Field(min_length=1, description="Where events are exported.")
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The environment overrides the file (passed as init values).
-        return (env_settings, init_settings)
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
@@ -354,7 +358,7 @@ def load_settings(path: Path | None = None, *, data: dict[str, Any] | None = Non
         raise _format_errors(exc) from None
 
 
-class _StoreOnly(BaseSettings):
+class _StoreOnly(_FileAndEnvironment):
     # Commands that work on the store alone read only [store]: listing dead letters
     # must not need the webhook secret or the admin token to be set.
     model_config = SettingsConfigDict(
@@ -362,17 +366,6 @@ class _StoreOnly(BaseSettings):
     )
 
     store: StoreSettings = Field(default_factory=StoreSettings, description="The spool.")
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (env_settings, init_settings)
 
 
 def load_store_settings(path: Path | None = None) -> StoreSettings:

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import require_service
+from tests.conftest import require_tool
 from tests.harness import ADMIN_TOKEN, ROOT, SECRET, free_port
 
 DEFAULT_BASE = "python:3.12-slim"
@@ -39,14 +39,9 @@ pytestmark = pytest.mark.timeout(1800)
 
 
 def podman() -> str:
-    path = shutil.which("podman")
-    require_service(
-        path is not None,
-        "podman",
-        "apt-get install podman buildah mmdebstrap runc (make test-container installs them)",
+    return require_tool(
+        "podman", "apt-get install podman buildah mmdebstrap runc (make test-container does)"
     )
-    assert path is not None
-    return path
 
 
 def run(*argv: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -75,9 +70,7 @@ def base_image(tool: str, timings: dict[str, float]) -> str:
     if pulled.returncode == 0:
         return wanted
     if run(tool, "image", "exists", LOCAL_BASE, check=False).returncode != 0:
-        require_service(
-            shutil.which("mmdebstrap") is not None, "mmdebstrap", "apt-get install mmdebstrap"
-        )
+        require_tool("mmdebstrap", "apt-get install mmdebstrap")
         started = time.monotonic()
         run("bash", str(ROOT / "deploy" / "local-base.sh"), LOCAL_BASE, timeout=900)
         timings["local_base_seconds"] = round(time.monotonic() - started, 1)

@@ -27,7 +27,7 @@ from receiver.cli._errors import ExitCode
 from receiver.settings import Settings
 from receiver.store.sqlite import sqlite_path
 from sinks import sink_types
-from tests.conftest import require_service
+from tests.conftest import require_service, require_tool
 from tests.deploy import test_observability
 
 if sys.version_info >= (3, 11):
@@ -267,9 +267,7 @@ def test_compose_variables_are_all_in_the_env_example() -> None:
 def test_compose_file_is_accepted_by_compose_v1() -> None:
     """`docker-compose config` of Compose 1.29 (Debian 12's; v2 accepts what it does) is
     happy with the file and the example .env; it needs no Docker engine."""
-    tool = shutil.which("docker-compose")
-    require_service(tool is not None, "docker-compose", "apt-get install docker-compose")
-    assert tool is not None
+    tool = require_tool("docker-compose", "apt-get install docker-compose (make test does)")
     version = subprocess.run(
         [tool, "version", "--short"], capture_output=True, text=True, timeout=60, check=False
     ).stdout.strip()

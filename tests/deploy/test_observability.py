@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import require_service
+from tests.conftest import require_tool
 from tests.harness import ReceiverProcess, base_config, event_body, signed_headers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,14 +37,7 @@ def files() -> set[Path]:
 
 
 def promtool() -> str:
-    path = shutil.which("promtool")
-    require_service(
-        path is not None,
-        "promtool",
-        "apt-get install prometheus (tests/services/tools.sh installs it)",
-    )
-    assert path is not None
-    return path
+    return require_tool("promtool", "apt-get install prometheus (make test installs it)")
 
 
 def metric_names(expr: str) -> set[str]:
