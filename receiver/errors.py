@@ -33,6 +33,10 @@ A duplicate delivery is a result (``IngestResult``), not an exception.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sinks._extras import MissingExtraError
 
 __all__ = [
     "BodyTimeoutError",
@@ -60,8 +64,18 @@ class ReceiverError(Exception):
 
 
 class ConfigError(ReceiverError):
-    def __init__(self, problems: Sequence[str]) -> None:
+    """``problems``: one "key: message" line each. ``missing``: the problems that are
+    an optional dependency not installed, as (key, error); the CLI gives those their
+    own exit code when they are the only problems."""
+
+    def __init__(
+        self,
+        problems: Sequence[str],
+        *,
+        missing: Sequence[tuple[str, MissingExtraError]] = (),
+    ) -> None:
         self.problems = list(problems)
+        self.missing = list(missing)
         super().__init__("; ".join(self.problems))
 
 

@@ -25,7 +25,10 @@ class _SnapshotCollector(Collector):
         self.spool_events = 0
         self.dead_bytes = 0
         self.dead_events = 0
-        self.limits: dict[str, int] = {}
+        # The limits, so alerts and dashboards can compare usage with them (store settings).
+        self.spool_max_bytes = 0
+        self.spool_max_events = 0
+        self.dead_max_bytes = 0
         self.sink_up: dict[str, bool] = {}
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -73,14 +76,21 @@ class _SnapshotCollector(Collector):
         yield GaugeMetricFamily(
             "bighub_siem_dead_letter_events", "Dead letters held.", value=self.dead_events
         )
-        limits = GaugeMetricFamily(
-            "bighub_siem_store_limit",
-            "Configured store limits: spool_bytes, spool_events, dead_letter_bytes.",
-            labels=["limit"],
+        yield GaugeMetricFamily(
+            "bighub_siem_spool_max_bytes",
+            "Quota: undelivered body bytes held before ingress answers 503.",
+            value=self.spool_max_bytes,
         )
-        for name, value in sorted(self.limits.items()):
-            limits.add_metric([name], float(value))
-        yield limits
+        yield GaugeMetricFamily(
+            "bighub_siem_spool_max_events",
+            "Quota: undelivered events held before ingress answers 503.",
+            value=self.spool_max_events,
+        )
+        yield GaugeMetricFamily(
+            "bighub_siem_dead_letter_max_bytes",
+            "Limit: dead-letter body bytes before a sink that needs one more holds.",
+            value=self.dead_max_bytes,
+        )
 
 
 class Metrics:

@@ -59,6 +59,9 @@ class Service:
         self.settings = settings
         self.clock = clock
         self.metrics = Metrics()
+        self.metrics.snapshot.spool_max_bytes = settings.store.max_spool_bytes
+        self.metrics.snapshot.spool_max_events = settings.store.max_spool_events
+        self.metrics.snapshot.dead_max_bytes = settings.store.max_dead_letter_bytes
         self.router = Router(settings.sinks)
         self.store = store if store is not None else create_store(settings.store, exclusive=True)
         self.secrets = tuple(s.get_secret_value().encode("utf-8") for s in settings.ingress.secrets)
@@ -192,12 +195,6 @@ class Service:
         snap.attempts = {n: stats.sinks[n].attempts if n in stats.sinks else 0 for n in names}
         snap.spool_bytes, snap.spool_events = stats.spool_bytes, stats.spool_events
         snap.dead_bytes, snap.dead_events = stats.dead_bytes, stats.dead_events
-        cfg = self.settings.store
-        snap.limits = {
-            "spool_bytes": cfg.max_spool_bytes,
-            "spool_events": cfg.max_spool_events,
-            "dead_letter_bytes": cfg.max_dead_letter_bytes,
-        }
 
     async def _upkeep_loop(self, release_every: float = 1.0) -> None:
         """Release bodies below the slowest cursor every second; prune on its interval."""

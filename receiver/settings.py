@@ -29,6 +29,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from receiver.errors import ConfigError
 from sinks import SinkConfig, sink_types
+from sinks._extras import MissingExtraError, require
 from sinks._secrets import resolve_secret  # one implementation for sinks and receiver
 
 if sys.version_info >= (3, 11):
@@ -45,6 +46,7 @@ __all__ = [
     "StoreSettings",
     "UpstreamSettings",
     "load_settings",
+    "load_store_settings",
     "resolve_secret",
 ]
 
@@ -52,6 +54,8 @@ ENV_PREFIX = "BIGHUB_SIEM_"
 MIN_SECRET_BYTES = 16
 # Ids BIGHUB gives webhooks and deliveries end up in API paths: no "/", "?", "#" or "..".
 _UPSTREAM_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+_SQLITE = "sqlite:///"
+_DEFAULT_STORE_URL = "sqlite:///var/spool.db"
 
 
 def _long_enough(value: SecretStr) -> SecretStr:
@@ -173,8 +177,11 @@ class IngressSettings(_Section):
 
 class StoreSettings(_Section):
     url: str = Field(
-        default="sqlite:///var/spool.db",
-        description="sqlite:///relative/path, sqlite:////absolute/path, or postgresql://...",
+        default=_DEFAULT_STORE_URL,
+        description=(
+            "sqlite:///relative/path (relative to the config file's directory),"
+            " sqlite:////absolute/path, or postgresql://..."
+        ),
     )
     dedup_window_seconds: int = Field(
         default=7 * 86400, ge=60, description="How long event ids are remembered for dedup."
@@ -247,6 +254,10 @@ class StoreSettings(_Section):
     def _known_scheme(cls, value: str) -> str:
         if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise ValueError("must start with sqlite:///, postgresql:// or postgres://")
+        if not value.startswith("sqlite:///"):
+            what = "the PostgreSQL store"
+            require("psycopg", extra="postgres", package="psycopg", what=what)
+            require("psycopg_pool", extra="postgres", package="psycopg-pool", what=what)
         return value
 
 
@@ -331,7 +342,23 @@ class UpstreamSettings(_Section):
         return self
 
 
-class Settings(BaseSettings):
+class _FileAndEnvironment(BaseSettings):
+    """Settings read from a file (passed as init values) and the environment."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file (passed as init values).
+        return (env_settings, init_settings)
+
+
+class Settings(_FileAndEnvironment):
     """The root of the configuration. ``sinks`` is narrowed by ``settings_class()``."""
 
     model_config = SettingsConfigDict(
@@ -348,18 +375,6 @@ class Settings(BaseSettings):
     log: LogSettings = Field(default_factory=LogSettings, description="Logging.")
     upstream: UpstreamSettings | None = Field(default=None, description="Upstream replay.")
     sinks: list[SinkConfig] = Field(min_length=1, description="Where events are exported.")
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The environment overrides the file (passed as init values).
-        return (env_settings, init_settings)
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
@@ -392,8 +407,9 @@ def settings_class() -> type[Settings]:
     )
 
 
-def _format_errors(exc: ValidationError) -> list[str]:
+def _format_errors(exc: ValidationError) -> ConfigError:
     lines = []
+    missing: list[tuple[str, MissingExtraError]] = []
     types = sorted(sink_types())
     unknown_type = f"unknown sink type; available: {', '.join(types)}"
     for err in exc.errors(include_input=False, include_url=False):
@@ -410,8 +426,41 @@ def _format_errors(exc: ValidationError) -> list[str]:
             msg = unknown_type  # only one sink type registered: no union, a literal check
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
-        lines.append(f"{'.'.join(loc) or '(root)'}: {msg}")
-    return lines
+        where = ".".join(loc) or "(root)"
+        cause = err.get("ctx", {}).get("error")
+        if isinstance(cause, MissingExtraError):
+            missing.append((where, cause))
+            msg = str(cause)
+        lines.append(f"{where}: {msg}")
+    return ConfigError(lines, missing=missing)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """The TOML file's values, relative SQLite paths anchored at the file's directory.
+
+    A relative ``sqlite:///`` URL written in (or defaulted by) a file means "next to
+    this file", so the spool does not depend on the directory ``serve`` starts in.
+    A URL from the environment (``BIGHUB_SIEM_STORE__URL``) overrides this one and
+    stays relative to the working directory.
+    """
+    try:
+        with path.open("rb") as fh:
+            values: dict[str, Any] = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read ({exc.strerror or exc})"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML ({exc})"]) from None
+    store = values.get("store", {})
+    if isinstance(store, dict):
+        url = store.get("url", _DEFAULT_STORE_URL)
+        relative = url[len(_SQLITE) :] if isinstance(url, str) and url.startswith(_SQLITE) else ""
+        if relative and not relative.startswith("/"):
+            base = os.path.dirname(os.path.abspath(path))
+            values["store"] = {
+                **store,
+                "url": _SQLITE + os.path.normpath(os.path.join(base, relative)),
+            }
+    return values
 
 
 def load_settings(path: Path | None = None, *, data: dict[str, Any] | None = None) -> Settings:
@@ -424,16 +473,31 @@ def load_settings(path: Path | None = None, *, data: dict[str, Any] | None = Non
     Raises:
         ConfigError: unreadable file or invalid settings; ``problems`` names each bad key.
     """
-    values: dict[str, Any] = dict(data or {})
-    if path is not None:
-        try:
-            with path.open("rb") as fh:
-                values = tomllib.load(fh)
-        except OSError as exc:
-            raise ConfigError([f"{path}: cannot read ({exc.strerror or exc})"]) from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError([f"{path}: not valid TOML ({exc})"]) from None
+    values = _read(path) if path is not None else dict(data or {})
     try:
         return settings_class()(**values)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc)) from None
+        raise _format_errors(exc) from None
+
+
+class _StoreOnly(_FileAndEnvironment):
+    # Commands that work on the store alone read only [store]: listing dead letters
+    # must not need the webhook secret or the admin token to be set.
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore", frozen=True
+    )
+
+    store: StoreSettings = Field(default_factory=StoreSettings, description="The spool.")
+
+
+def load_store_settings(path: Path | None = None) -> StoreSettings:
+    """Only ``[store]`` (file plus environment); the other sections are not validated.
+
+    Raises:
+        ConfigError: unreadable file or invalid ``[store]``.
+    """
+    values = _read(path) if path is not None else {}
+    try:
+        return _StoreOnly(store=values.get("store", {})).store
+    except ValidationError as exc:
+        raise _format_errors(exc) from None

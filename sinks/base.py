@@ -192,7 +192,7 @@ class SinkConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(
-        description="Unique name of this sink; outbox rows and metrics are keyed by it.",
+        description="Unique name of this sink; its cursor, dead letters and metrics are keyed by it.",
         pattern=r"^[A-Za-z0-9_.-]{1,64}$",
     )
     type: str = Field(description="Which sink implementation to use.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -26,3 +27,11 @@ def require_service(available: bool, what: str, how: str) -> None:
     if IN_CI:
         pytest.fail(f"{what} is required under CI=true but is not available: {how}")
     pytest.skip(f"{what} not available ({how})")
+
+
+def require_tool(command: str, how: str) -> str:
+    """The path of ``command``; skips (fails under CI) when it is not installed."""
+    path = shutil.which(command)
+    require_service(path is not None, command, how)
+    assert path is not None
+    return path

@@ -1,20 +1,20 @@
 """``bighub-siem`` (and ``python -m receiver``): serve, check-config, send-test, replay,
-dead-letters, migrate, verify-archive, ocsf preview.
+dead-letters, retire-sink, migrate, verify-archive, ocsf preview, config-reference.
 
 One module per command (or small group of commands), each with a ``register(sub)``
-that adds its subparser; this module only assembles them and maps errors to exit codes.
-
-Exit codes: 0 success, 1 the command ran and found a failure, 2 bad usage or config.
+that adds its subparser; this module only assembles them. Failures end in a short
+message and an exit code, both in ``_errors`` (0 success, 1 the command found a
+failure, 2 usage or configuration, 3 missing extra, 4 store, 5 listener, 130 interrupted).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
 from receiver.cli import (
     _check_config,
+    _config_reference,
     _ocsf,
     _replay,
     _send_test,
@@ -23,12 +23,22 @@ from receiver.cli import (
     _verify_archive,
 )
 from receiver.cli._common import CONFIG_ENV
+from receiver.cli._errors import CommandError, ExitCode, config_failure, report
 from receiver.errors import ConfigError
 from receiver.log import flush_logs
 
 __all__ = ["CONFIG_ENV", "main"]
 
-_COMMANDS = (_serve, _store_cmds, _check_config, _send_test, _replay, _verify_archive, _ocsf)
+_COMMANDS = (
+    _serve,
+    _store_cmds,
+    _check_config,
+    _send_test,
+    _replay,
+    _verify_archive,
+    _ocsf,
+    _config_reference,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,12 +58,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(LogSettings())
     try:
         return int(args.func(args))
+    except CommandError as exc:
+        return report(exc)
     except ConfigError as exc:
-        print("bighub-siem: configuration is invalid:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 2
+        return report(config_failure(exc))
     except KeyboardInterrupt:
-        return 130
+        return int(ExitCode.INTERRUPTED)
     finally:
         flush_logs()

@@ -9,6 +9,7 @@ import asyncio
 from receiver.cli._common import load, with_config
 from receiver.cli._probe import probe_sinks
 from receiver.settings import Settings
+from receiver.store.sqlite import sqlite_path
 
 __all__ = ["register"]
 
@@ -18,7 +19,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     names = ", ".join(f"{s.name} ({s.type})" for s in settings.sinks)
     print(
         f"config ok: ingress {settings.ingress.host}:{settings.ingress.port}"
-        f"{settings.ingress.path}, store {settings.store.url.split(':', 1)[0]}, sinks: {names}"
+        f"{settings.ingress.path}, store {_store_summary(settings)}, sinks: {names}"
         + _upstream_summary(settings),
         flush=True,
     )
@@ -28,6 +29,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for result in results:
         print(result.line(), flush=True)
     return 0 if all(r.ok for r in results) else 1
+
+
+def _store_summary(settings: Settings) -> str:
+    url = settings.store.url
+    # The spool's resolved path: relative paths are relative to the config file.
+    return f"sqlite ({sqlite_path(url)})" if url.startswith("sqlite:///") else url.split(":", 1)[0]
 
 
 def _upstream_summary(settings: Settings) -> str:

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 
-from receiver.cli._common import load, with_config
+from receiver.cli._common import load, opened_store, with_config
 from receiver.settings import Settings
 
 __all__ = ["register"]
@@ -14,22 +14,18 @@ __all__ = ["register"]
 
 async def _replay(settings: Settings, args: argparse.Namespace) -> int:
     from receiver.reconcile import Reconciler, render_table
-    from receiver.store import create_store
 
     if settings.upstream is None:
         print("bighub-siem: replay needs an [upstream] section in the config", file=sys.stderr)
         return 2
-    store = create_store(settings.store)
-    await store.open()
-    try:
+    # An existing spool only: a new, empty one would hold nothing and ask for every failure.
+    async with opened_store(settings.store, create=False) as store:
         reconciler = Reconciler(settings.upstream, store, source=settings.ingress.source)
         try:
             report = await reconciler.run(dry_run=args.dry_run, webhook_ids=args.webhook_id)
         except ValueError as exc:
             print(f"bighub-siem: --webhook-id: {exc}", file=sys.stderr)
             return 2
-    finally:
-        await store.close()
     print(render_table(report))
     return 0 if report.ok else 1
 

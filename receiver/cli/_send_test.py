@@ -64,7 +64,8 @@ def cmd_send_test(args: argparse.Namespace) -> int:
             return 2
         key = secret.get_secret_value() if isinstance(secret, SecretStr) else str(secret)
     else:
-        key = load(args.config).ingress.secrets[0].get_secret_value()
+        settings = load(args.config, alternative=", or give --secret env:NAME")
+        key = settings.ingress.secrets[0].get_secret_value()
     failures = 0
     with httpx.Client(timeout=args.timeout) as client:
         for event in sample_events(args.type, args.count):

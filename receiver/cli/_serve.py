@@ -3,9 +3,8 @@
 Shutdown (SIGTERM / SIGINT) fits in ``serve.shutdown_grace_seconds``: the listeners stop
 taking connections and answer the requests in flight (a quarter of the grace at most),
 the dispatchers get what remains for their sends, and whatever still hangs then (a
-client library stuck in a thread) is abandoned: the process exits 0 anyway. Nothing
-acknowledged can be lost by that: every 2xx was committed before it was sent, and an
-abandoned send recorded nothing, so its events go out again after the restart.
+client library stuck in a thread) is abandoned: the process exits 0 anyway (see
+``_shutdown``).
 """
 
 from __future__ import annotations
@@ -14,10 +13,9 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import os
 import signal
+import socket
 import sys
-import threading
 import time
 from collections.abc import Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
@@ -25,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 
 from receiver.cli._common import load, with_config
+from receiver.cli._errors import listener_unavailable, store_unavailable
+from receiver.cli._shutdown import exit_after, exit_unless_clean
 from receiver.edge import Edge, EdgeLimits, protocol_for
 from receiver.errors import StoreError
 from receiver.log import flush_logs
@@ -44,29 +44,28 @@ class _Server(uvicorn.Server):
 
 
 async def _serve(settings: Settings, role: Role = "all") -> int:
-    from receiver.admin import create_admin_app
-    from receiver.app import create_app
     from receiver.service import Service
 
     try:
         service = Service(settings, role=role)
-        await service.start()
     except StoreError as exc:
-        print(f"bighub-siem: cannot open the store: {exc}", file=sys.stderr)
-        return 1
+        raise store_unavailable(settings.store, exc) from None
+    # Listeners are bound before the store opens: a busy port is reported by its
+    # setting's name, and nothing (no spool lock, no migration) happens before it.
+    listeners = _bind_listeners(settings, role)
+    try:
+        await service.start()
+    except (StoreError, OSError) as exc:
+        for sock, _ in listeners:
+            sock.close()
+        with contextlib.suppress(Exception):
+            await service.store.close()
+        raise store_unavailable(settings.store, exc) from None
     grace = settings.serve.shutdown_grace_seconds
-    servers: list[_Server] = []
-    if role != "dispatch":  # a dispatch replica takes no webhooks
-        app = create_app(service, manage_service=False)
-        edge = Edge("ingress", EdgeLimits.from_settings(settings.ingress), service.metrics)
-        servers.append(_server(app, settings.ingress.host, settings.ingress.port, edge, grace))
-    if settings.admin.enabled:
-        limits = EdgeLimits.from_settings(
-            settings.ingress, max_connections=settings.admin.max_connections
-        )
-        edge = Edge("admin", limits, service.metrics)
-        admin = create_admin_app(service)
-        servers.append(_server(admin, settings.admin.host, settings.admin.port, edge, grace))
+    servers = [
+        (_server(_app(section, service), sock, _edge(section, settings, service), grace), sock)
+        for sock, section in listeners
+    ]
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     deadline = [float("inf")]
@@ -74,20 +73,20 @@ async def _serve(settings: Settings, role: Role = "all") -> int:
     def stop() -> None:
         if not stopping.is_set():
             deadline[0] = time.monotonic() + grace
-            _exit_after(grace + _HARD_STOP_MARGIN)  # the last resort, if even this hangs
+            exit_after(grace + _HARD_STOP_MARGIN)  # the last resort, if even this hangs
         stopping.set()
-        for s in servers:
+        for s, _ in servers:
             s.should_exit = True
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
     flusher = asyncio.create_task(_flush_logs_periodically())
     listening = asyncio.create_task(
-        _mark_listening(servers[0], service) if servers else asyncio.sleep(0)
+        _mark_listening(servers[0][0], service) if servers else asyncio.sleep(0)
     )
     try:
         if servers:
-            await asyncio.gather(*(s.serve() for s in servers))
+            await asyncio.gather(*(s.serve(sockets=[sock]) for s, sock in servers))
         else:  # dispatch role without the admin listener: run until signalled
             await stopping.wait()
     finally:
@@ -104,28 +103,66 @@ _HARD_STOP_MARGIN = 2.0  # seconds past the grace before the watchdog ends the p
 _CLOSE_MARGIN = 1.0  # seconds of the grace kept for closing the store
 
 
-def _exit_after(seconds: float) -> None:
-    """End the process with 0 after ``seconds``, whatever it is doing then."""
-
-    def run() -> None:
-        time.sleep(seconds)
-        _exit_now(0, "shutdown_grace_exceeded")
-
-    threading.Thread(target=run, name="shutdown-watchdog", daemon=True).start()
-
-
-def _exit_now(code: int, reason: str) -> None:
-    import structlog
-
-    structlog.get_logger(component="bighub_siem.serve").warning(reason)
-    flush_logs()
-    with contextlib.suppress(Exception):
-        sys.stdout.flush()
-        sys.stderr.flush()
-    os._exit(code)
+def _edge(section: str, settings: Settings, service: Service) -> Edge:
+    if section == "ingress":
+        return Edge("ingress", EdgeLimits.from_settings(settings.ingress), service.metrics)
+    limits = EdgeLimits.from_settings(
+        settings.ingress, max_connections=settings.admin.max_connections
+    )
+    return Edge("admin", limits, service.metrics)
 
 
-def _server(app: Any, host: str, port: int, edge: Edge, grace: float) -> _Server:
+def _bind_listeners(settings: Settings, role: Role) -> list[tuple[socket.socket, str]]:
+    """One bound socket per listener this role runs, with the section it comes from.
+
+    Raises:
+        CommandError: a listener cannot bind (exit code 5); none stays bound.
+    """
+    wanted = (
+        [] if role == "dispatch" else [("ingress", settings.ingress.host, settings.ingress.port)]
+    )
+    if settings.admin.enabled:
+        wanted.append(("admin", settings.admin.host, settings.admin.port))
+    bound: list[tuple[socket.socket, str]] = []
+    try:
+        for section, host, port in wanted:
+            bound.append((_bind(section, host, port), section))
+    except BaseException:
+        for sock, _ in bound:
+            sock.close()
+        raise
+    return bound
+
+
+def _bind(section: str, host: str, port: int) -> socket.socket:
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise listener_unavailable(section, host, port, exc) from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise listener_unavailable(section, host, port, exc) from None
+    return sock
+
+
+def _app(section: str, service: Service) -> Any:
+    from receiver.admin import create_admin_app
+    from receiver.app import create_app
+
+    if section == "ingress":
+        return create_app(service, manage_service=False)
+    return create_admin_app(service)
+
+
+def _server(app: Any, sock: socket.socket, edge: Edge, grace: float) -> _Server:
+    # uvicorn is handed the bound socket: it never binds, nor exits with its own code.
+    host, port = sock.getsockname()[:2]
     return _Server(
         uvicorn.Config(
             app,
@@ -176,11 +213,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
-    code = run_loop(_serve(settings, args.role))
-    stuck = [t for t in threading.enumerate() if t.is_alive() and not t.daemon]
-    if len(stuck) > 1:  # besides the main thread: abandoned client calls; do not join them
-        _exit_now(code, "abandoned_threads_left")
-    return code
+    return exit_unless_clean(run_loop(_serve(settings, args.role)))
 
 
 def run_loop(main: Coroutine[Any, Any, int]) -> int:

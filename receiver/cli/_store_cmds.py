@@ -1,4 +1,9 @@
-"""``migrate``, ``dead-letters`` and ``retire-sink``: commands that work on the store directly."""
+"""``migrate``, ``dead-letters`` and ``retire-sink``: commands that work on the store.
+
+``migrate`` and ``dead-letters`` read only ``[store]`` of the configuration, so they run
+without the webhook secret or the admin token in the environment; ``retire-sink`` reads
+the whole file, to refuse a sink that is still configured.
+"""
 
 from __future__ import annotations
 
@@ -7,44 +12,32 @@ import asyncio
 import sys
 import time
 
-from receiver.cli._common import load, with_config
-from receiver.errors import StoreError
-from receiver.settings import Settings
+from receiver.cli._common import load, load_store, opened_store, with_config
+from receiver.settings import Settings, StoreSettings
 
 __all__ = ["register"]
 
 
-async def _migrate(settings: Settings) -> int:
-    from receiver.store import create_store
-
-    try:
-        store = create_store(settings.store)
-        await store.open()  # opening applies the missing migrations
-    except StoreError as exc:
-        print(f"bighub-siem: migrate failed: {exc}", file=sys.stderr)
-        return 1
-    try:
-        kind = settings.store.url.split(":", 1)[0]
+async def _migrate(settings: StoreSettings) -> int:
+    async with opened_store(settings, create=True) as store:  # opening applies migrations
+        kind = settings.url.split(":", 1)[0]
         done = store.migrated
         if done is None or done.before == done.after:
             print(f"{kind} schema is up to date (version {done.after if done else '?'})")
         else:
             print(f"{kind} schema migrated from version {done.before} to {done.after}")
-        return 0
-    finally:
-        await store.close()
+    return 0
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    return asyncio.run(_migrate(load(args.config)))
+    return asyncio.run(_migrate(load_store(args.config)))
 
 
-async def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
-    from receiver.store import create_store
-
-    store = create_store(settings.store)
-    await store.open()
-    try:
+async def _dead_letters(settings: StoreSettings, args: argparse.Namespace) -> int:
+    if args.action != "list" and not args.all and not args.id:
+        print("bighub-siem: give --id N (repeatable) or --all", file=sys.stderr)
+        return 2
+    async with opened_store(settings, create=False) as store:
         if args.action == "list":
             rows = await store.dead_letters(sink=args.sink, limit=args.limit, state=args.state)
             if not rows:
@@ -56,9 +49,6 @@ async def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
                     f"attempts={r.attempts} dead_at={when} state={r.state}  {r.error}"
                 )
             return 0
-        if not args.all and not args.id:
-            print("bighub-siem: give --id N (repeatable) or --all", file=sys.stderr)
-            return 2
         ids = None if args.all else args.id
         if args.action == "retry":
             n = await store.requeue_dead(sink=args.sink, ids=ids, now=time.time())
@@ -66,18 +56,14 @@ async def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
         else:
             n = await store.purge_dead(sink=args.sink, ids=ids)
             print(f"purged {n} dead letter(s)")
-        return 0
-    finally:
-        await store.close()
+    return 0
 
 
 def cmd_dead_letters(args: argparse.Namespace) -> int:
-    return asyncio.run(_dead_letters(load(args.config), args))
+    return asyncio.run(_dead_letters(load_store(args.config), args))
 
 
 async def _retire_sink(settings: Settings, sink: str) -> int:
-    from receiver.store import create_store
-
     if sink in {s.name for s in settings.sinks}:
         print(
             f"bighub-siem: sink {sink!r} is still in the configuration; remove it first"
@@ -85,17 +71,13 @@ async def _retire_sink(settings: Settings, sink: str) -> int:
             file=sys.stderr,
         )
         return 2
-    store = create_store(settings.store)
-    await store.open()
-    try:
+    async with opened_store(settings.store, create=False) as store:
         if sink not in await store.cursor_sinks():
             print(f"bighub-siem: the store has no cursor for sink {sink!r}", file=sys.stderr)
             return 1
         moved = await store.retire_sink(sink, f"sink {sink!r} was retired", now=time.time())
         print(f"retired sink {sink!r}: {moved} event(s) it had yet to deliver are dead letters")
         return 0
-    finally:
-        await store.close()
 
 
 def cmd_retire_sink(args: argparse.Namespace) -> int:

@@ -6,6 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from receiver.cli._errors import missing_extras
+from sinks._extras import MissingExtraError, require
+
 __all__ = ["register"]
 
 
@@ -13,6 +16,10 @@ def cmd_verify_archive(args: argparse.Namespace) -> int:
     from sinks import SinkError
     from sinks.s3.verify import run_verify
 
+    try:
+        require("boto3", extra="s3", package="boto3", what="reading the archive")
+    except MissingExtraError as exc:
+        raise missing_extras([("verify-archive", exc)]) from None
     try:
         report = run_verify(
             bucket=args.bucket,

@@ -26,6 +26,7 @@ from receiver.store.base import (
     StoreStats,
 )
 from receiver.store.sqlite import SQLiteStore, sqlite_path
+from sinks._extras import install_hint
 
 __all__ = [
     "DeadEvent",
@@ -81,8 +82,7 @@ def create_store(settings: StoreSettings, *, exclusive: bool = False) -> Store:
         from receiver.store.postgres import PostgresStore
     except ImportError as exc:  # psycopg is an optional extra
         raise StoreError(
-            f"the PostgreSQL store needs psycopg ({exc.name} is missing):"
-            " pip install 'bighub-siem[postgres]'"
+            f"the PostgreSQL store needs psycopg ({exc.name} is missing): {install_hint('postgres')}"
         ) from None
     password = settings.password.get_secret_value() if settings.password is not None else None
     return PostgresStore(

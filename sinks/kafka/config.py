@@ -17,6 +17,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
+from sinks._extras import install_hint, require
 from sinks._secrets import SecretRef
 from sinks.base import SinkConfig
 from sinks.kafka.encoder import KeySpec, TopicTemplate
@@ -26,7 +27,7 @@ __all__ = ["CODEC_MODULES", "KafkaConfig", "codec_available"]
 
 SASL_PROTOCOLS = frozenset({"SASL_PLAINTEXT", "SASL_SSL"})
 TLS_PROTOCOLS = frozenset({"SSL", "SASL_SSL"})
-INSTALL_HINT = "pip install 'bighub-siem[kafka]'"
+INSTALL_HINT = install_hint("kafka")
 
 # The module kafka-python imports for each codec (kafka/codec.py).
 CODEC_MODULES: dict[str, tuple[str, ...]] = {
@@ -237,8 +238,7 @@ class KafkaConfig(SinkConfig, OcsfOptions):
             raise ValueError('acks: the idempotent producer needs acks = "all"')
         if self.delivery_timeout_ms < self.request_timeout_ms + self.linger_ms:
             raise ValueError("delivery_timeout_ms: must be at least request_timeout_ms + linger_ms")
-        if importlib.util.find_spec("kafka") is None:
-            raise ValueError(f"type: the kafka-python package is not installed ({INSTALL_HINT})")
+        require("kafka", extra="kafka", package="kafka-python", what="the kafka sink")
         return self
 
     @property

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
+from sinks._extras import install_hint
 from sinks.base import PermanentSinkError, RetryableSinkError, SinkError, SinkUnavailableError
 from sinks.s3.config import S3Config
 
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["S3Api", "S3Settings", "api_for", "map_boto_error", "object_params"]
 
-INSTALL_HINT = "the s3 sink needs boto3: pip install 'bighub-siem[s3]'"
+INSTALL_HINT = f"the s3 sink needs boto3: {install_hint('s3')}"
 
 _UNAVAILABLE_CODES = frozenset(
     {

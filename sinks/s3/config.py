@@ -6,13 +6,13 @@ and the signing key is parsed, so ``check-config`` catches a bad key before star
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from typing import Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import Field, field_validator, model_validator
 
+from sinks._extras import require
 from sinks._secrets import SecretRef
 from sinks.base import SinkConfig
 from sinks.ocsf import OcsfOptions
@@ -126,8 +126,7 @@ class S3Config(SinkConfig, OcsfOptions):
     @model_validator(mode="after")
     def _consistent(self) -> S3Config:
         # Checked here so check-config says it, not a start-up loop later.
-        if importlib.util.find_spec("boto3") is None:
-            raise ValueError("type: the s3 sink needs boto3: pip install 'bighub-siem[s3]'")
+        require("boto3", extra="s3", package="boto3", what="the s3 sink")
         if (self.access_key_id is None) != (self.secret_access_key is None):
             raise ValueError("set both access_key_id and secret_access_key, or neither")
         if self.session_token is not None and self.access_key_id is None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,10 +23,12 @@ import yaml
 
 from receiver import cli
 from receiver.cli._common import load
+from receiver.cli._errors import ExitCode
 from receiver.settings import Settings
 from receiver.store.sqlite import sqlite_path
 from sinks import sink_types
-from tests.conftest import require_service
+from tests.conftest import require_service, require_tool
+from tests.deploy import test_observability
 from tests.deploy.test_sentinel_templates import SENTINEL_FILES
 
 if sys.version_info >= (3, 11):
@@ -55,6 +59,8 @@ def covered_files() -> set[Path]:
         DEPLOY / "compose.env.example",
         UNIT,
         *SENTINEL_FILES,  # checked in test_sentinel_templates.py
+        DEPLOY / "local-base.sh",  # run by tests/container (make test-container)
+        *test_observability.files(),
     }
 
 
@@ -139,9 +145,11 @@ def test_dockerfile_is_slim_non_root_with_healthcheck_and_volume(
 ) -> None:
     """Slim bases, a non-root user, and a healthcheck/volume/ports that match its config."""
     steps = dockerfile()
+    defaults = dict(a.split("=", 1) for i, a in steps if i == "ARG" and "=" in a)
     for instr, args in steps:
-        if instr == "FROM":
-            assert "-slim" in args.split()[0]
+        if instr == "FROM":  # the default base; BASE_IMAGE may name another (local-base.sh)
+            image = re.sub(r"\$\{(\w+)\}", lambda m: defaults[m.group(1)], args.split()[0])
+            assert "-slim" in image
     final = final_stage(steps)
     users = [a for i, a in final if i == "USER"]
     assert users, "the final stage sets no USER"
@@ -246,7 +254,8 @@ def test_compose_receiver_config_matches_the_stack(
 
 
 def test_compose_variables_are_all_in_the_env_example() -> None:
-    """Every ${VAR} compose interpolates has a line in compose.env.example."""
+    """Every ${VAR} compose interpolates has a line in compose.env.example (which may also
+    set Compose's own COMPOSE_* variables)."""
     used = set(re.findall(r"\$\{([A-Z0-9_]+)", (DEPLOY / "compose.yaml").read_text()))
     example = (DEPLOY / "compose.env.example").read_text()
     defined = {
@@ -254,7 +263,26 @@ def test_compose_variables_are_all_in_the_env_example() -> None:
         for line in example.splitlines()
         if "=" in line and not line.startswith("#")
     }
-    assert used == defined
+    assert used == {name for name in defined if not name.startswith("COMPOSE_")}
+
+
+def test_compose_file_is_accepted_by_compose_v1() -> None:
+    """`docker-compose config` of Compose 1.29 (Debian 12's; v2 accepts what it does) is
+    happy with the file and the example .env; it needs no Docker engine."""
+    tool = require_tool("docker-compose", "apt-get install docker-compose (make test does)")
+    version = subprocess.run(
+        [tool, "version", "--short"], capture_output=True, text=True, timeout=60, check=False
+    ).stdout.strip()
+    assert tuple(int(x) for x in version.split(".")[:2]) >= (1, 29), version
+    files = ["-f", str(DEPLOY / "compose.yaml"), "--env-file", str(DEPLOY / "compose.env.example")]
+    done = subprocess.run(
+        [tool, *files, "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
 
 
 # -- Kubernetes -------------------------------------------------------------------------------
@@ -437,6 +465,33 @@ def test_systemd_unit_is_hardened() -> None:
         assert service.get(key) == [value], key
     assert service["SystemCallFilter"][0] == "@system-service"
     assert unit()["Install"]["WantedBy"] == ["multi-user.target"]
+    # Configuration and installation errors are not restarted into a loop.
+    assert set(service["RestartPreventExitStatus"][0].split()) == {
+        str(int(ExitCode.CONFIG)),
+        str(int(ExitCode.MISSING_EXTRA)),
+    }
+
+
+def test_systemd_unit_install_lines_work_from_a_checkout() -> None:
+    """The unit's install comment installs from a path or a wheel, never from an index."""
+    install = [line for line in UNIT.read_text().splitlines() if "pip install" in line]
+    assert install
+    for line in install:
+        target = shlex.split(line.split("pip install", 1)[1].split("#")[0])[0]
+        assert target.startswith("/") or target.startswith("bighub_siem-"), line
+        extras = set(re.findall(r"\[([a-z0-9,]+)\]", target)[0].split(","))
+        known = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+        assert extras <= set(known["optional-dependencies"])
+
+
+def test_local_base_script_is_valid_and_provides_what_the_dockerfile_needs() -> None:
+    """deploy/local-base.sh parses (bash -n) and installs python, venv and CA certificates."""
+    script = DEPLOY / "local-base.sh"
+    done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    text = script.read_text()
+    for package in ("python3", "python3-venv", "python-is-python3", "ca-certificates"):
+        assert re.search(rf"[=,]{package}[,\s]", text), package
 
 
 def test_systemd_unit_runs_the_example_config(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -219,3 +221,69 @@ def test_edge_limits_have_safe_defaults_and_bounds() -> None:
     ):
         with pytest.raises(ConfigError, match=f"ingress.{key}"):
             load_settings(data={**data, "ingress": {"secrets": ["x" * 20], key: bad}})
+
+
+# -- relative SQLite paths ------------------------------------------------------------------
+
+MINIMAL = """
+[ingress]
+secrets = ["env:BIGHUB_WEBHOOK_SECRET"]
+[[sinks]]
+name = "console"
+type = "stdout"
+"""
+
+
+def test_relative_sqlite_path_is_relative_to_the_config_file(
+    tmp_path: Path, env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sqlite:///var/spool.db in a file means var/spool.db next to that file, from any cwd."""
+    conf = tmp_path / "etc"
+    conf.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    path = conf / "c.toml"
+    path.write_text(ISSUE_SHAPE)
+    assert load_settings(path).store.url == f"sqlite:///{conf / 'var' / 'spool.db'}"
+    path.write_text(ISSUE_SHAPE.replace("sqlite:///var/spool.db", "sqlite:///../data/s.db"))
+    assert load_settings(path).store.url == f"sqlite:///{tmp_path / 'data' / 's.db'}"
+    path.write_text(MINIMAL)  # the default URL is relative too
+    assert load_settings(path).store.url == f"sqlite:///{conf / 'var' / 'spool.db'}"
+    path.write_text(ISSUE_SHAPE.replace("sqlite:///var/spool.db", "sqlite:////srv/s.db"))
+    assert load_settings(path).store.url == "sqlite:////srv/s.db"  # absolute stays
+
+
+def test_relative_sqlite_path_from_the_environment_is_relative_to_cwd(
+    tmp_path: Path, env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A URL set through the environment, or environment-only config, keeps the working dir."""
+    path = write(tmp_path, ISSUE_SHAPE)
+    monkeypatch.setenv("BIGHUB_SIEM_STORE__URL", "sqlite:///here/spool.db")
+    assert load_settings(path).store.url == "sqlite:///here/spool.db"
+    monkeypatch.setenv("BIGHUB_SIEM_INGRESS__SECRETS", '["env:BIGHUB_WEBHOOK_SECRET"]')
+    monkeypatch.setenv("BIGHUB_SIEM_SINKS", '[{"name": "c", "type": "stdout"}]')
+    monkeypatch.delenv("BIGHUB_SIEM_STORE__URL")
+    assert load_settings(None).store.url == "sqlite:///var/spool.db"
+
+
+def test_migrate_from_another_directory_uses_the_config_files_spool(
+    tmp_path: Path, env: None
+) -> None:
+    """`migrate --config etc/c.toml` run elsewhere creates etc/var/spool.db, nothing in cwd."""
+    conf = tmp_path / "etc"
+    conf.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (conf / "c.toml").write_text(ISSUE_SHAPE)
+    done = subprocess.run(
+        [sys.executable, "-m", "receiver", "migrate", "--config", str(conf / "c.toml")],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (conf / "var" / "spool.db").exists()
+    assert list(elsewhere.iterdir()) == []
