@@ -37,6 +37,7 @@ from receiver.errors import DeadLetterBudgetError, LeaseLostError
 from receiver.lease import LeaseKeeper
 from receiver.metrics import Metrics
 from receiver.outcome import Decision, Policy, backoff_delay, decide, progress, settle_requeued
+from receiver.pacing import DrainPacer
 from receiver.store import Lease, LogBatch, Progress, Route, Store
 from sinks import Event, Sink, SinkConfig
 
@@ -67,6 +68,7 @@ class Dispatcher:
         health_interval_seconds: float = 60.0,
         health_timeout_seconds: float = 15.0,
         owner: str | None = None,
+        pacer: DrainPacer | None = None,
     ) -> None:
         self.sink = sink
         self.config = config
@@ -80,6 +82,8 @@ class Dispatcher:
         self.health_interval_seconds = health_interval_seconds
         self.health_timeout_seconds = health_timeout_seconds
         self.owner = owner or owner_token()
+        self.pacer = pacer
+        self._batch_started = 0.0
         self.route = Route(config.name, tuple(config.events))
         self.policy = Policy(
             config.max_attempts, config.retry_initial_seconds, config.retry_max_seconds
@@ -265,6 +269,9 @@ class Dispatcher:
         if lease.next_attempt_at > now:  # the head is backing off: nothing overtakes it
             await self._sleep(lease.next_attempt_at - now, wakeable=False)
             return
+        if self.pacer is not None:
+            await self.pacer.turn()  # webhooks arriving: export takes its share only
+        self._batch_started = time.monotonic()
         # After a whole batch failed at its last attempt, the head goes alone.
         limit = 1 if lease.attempts >= self.policy.max_attempts else self.config.batch_max_events
         batch = await self.store.read(
@@ -350,6 +357,8 @@ class Dispatcher:
                 lease, progress(lease, batch, decision, now=self.clock())
             )
         self._account(batch, decision)
+        if self.pacer is not None:
+            self.pacer.spent(time.monotonic() - self._batch_started)
         if decision.delay > 0:
             await self._sleep(decision.delay, wakeable=False)
 

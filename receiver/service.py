@@ -18,6 +18,7 @@ import structlog
 from receiver.dispatcher import Dispatcher
 from receiver.errors import ConfigError
 from receiver.metrics import Metrics
+from receiver.pacing import DrainPacer
 from receiver.routing import Router
 from receiver.settings import Settings
 from receiver.store import Route, Store, create_store
@@ -75,6 +76,7 @@ class Service:
                 ]
             )
         self.dispatchers: dict[str, Dispatcher] = {}
+        self.pacer = DrainPacer(settings.serve.export_share_while_ingesting)
         self._upkeep: asyncio.Task[None] | None = None
         self._init_reconciler()
         # Request ids: a per-start random prefix plus a counter; uuid4 per request costs a
@@ -116,6 +118,7 @@ class Service:
                     self.metrics,
                     clock=self.clock,
                     lease_seconds=self.settings.store.lease_seconds,
+                    pacer=self.pacer,
                 )
                 self.dispatchers[cfg.name] = d
                 d.start()
@@ -171,6 +174,7 @@ class Service:
         log.info("service_stopped")
 
     def notify(self, sinks: tuple[str, ...]) -> None:
+        self.pacer.ingested()
         for name in sinks:
             d = self.dispatchers.get(name)
             if d is not None:

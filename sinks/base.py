@@ -21,17 +21,18 @@ Exception tree (the dispatcher decides what to do from the class alone)::
 
 from __future__ import annotations
 
+import functools
 import json
+import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from json.encoder import encode_basestring as _quote  # C: quoted, escaped, UTF-8 kept
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SCHEMA_VERSION = 1
-# Built once: json.dumps(..., separators=...) would build an encoder per record.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -91,8 +92,27 @@ class PartialDeliveryError(SinkError):
         super().__init__(f"{len(self.failures)} event(s) of the batch failed")
 
 
+@functools.lru_cache(maxsize=1024)  # the events of a batch share a few seconds
+def _iso_second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds")
+    """``ts`` as ISO 8601 UTC with milliseconds: exactly what
+    ``datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")``
+    gives (microseconds rounded half-even, then cut to milliseconds), at a fraction
+    of its cost: it runs once per exported event."""
+    frac, whole = math.modf(ts)
+    second, micro = int(whole), round(frac * 1e6)
+    if micro >= 1_000_000:
+        second, micro = second + 1, micro - 1_000_000
+    elif micro < 0:
+        second, micro = second - 1, micro + 1_000_000
+    return f"{_iso_second(second)}.{micro // 1000:03d}+00:00"
+
+
+def _quote_or_null(value: str | None) -> str:
+    return "null" if value is None else _quote(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,8 +178,17 @@ class Event:
         body = self.body
         if one_line and (b"\n" in body or b"\r" in body):
             body = body.replace(b"\r", b" ").replace(b"\n", b" ")
-        head = _ENCODER.encode(self.export_record_head()).encode("utf-8")
-        return head[:-1] + b',"payload":' + body + b"}"
+        # The head written out by hand: the same text the JSON encoder would make of
+        # export_record_head() (encode_basestring is its string escaper), for a
+        # third of the cost per event.
+        head = (
+            f'{{"schema_version":{SCHEMA_VERSION},"event_id":{_quote(self.event_id)},'
+            f'"event_type":{_quote(self.event_type)},"category":{_quote(self.category)},'
+            f'"occurred_at":{_quote_or_null(self.occurred_at)},'
+            f'"received_at":"{_iso(self.received_at)}","source":{_quote(self.source)},'
+            f'"delivery_id":{_quote_or_null(self.delivery_id)},"payload":'
+        )
+        return head.encode("utf-8") + body + b"}"
 
     def export_record_head(self) -> dict[str, Any]:
         """The export record without its payload."""

@@ -22,9 +22,9 @@ from tests.deploy.test_deploy import (
     config_maps_in,
     pod_templates,
     role_of,
-    unit,
     workload_config,
 )
+from tests.deploy.test_systemd import unit
 
 MIB = 1024**2
 # The process itself (docs/ingress.md): an ingress-only replica, or everything with

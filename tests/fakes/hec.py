@@ -52,106 +52,18 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from sinks.base import Event
+from tests.fakes._hec_protocol import (
+    CODES,
+    TOKEN,
+    Channel,
+    Indexed,
+    Pending,
+    Reject,
+    RequestRecord,
+    Token,
+    hec_answer,
+)
 from tests.fakes._server import ThreadedServer
-
-TOKEN = "11111111-2222-3333-4444-555555555555"
-
-CODES: dict[int, tuple[str, int]] = {
-    0: ("Success", 200),
-    1: ("Token disabled", 403),
-    2: ("Token is required", 401),
-    3: ("Invalid authorization", 401),
-    4: ("Invalid token", 403),
-    5: ("No data", 400),
-    6: ("Invalid data format", 400),
-    7: ("Incorrect index", 400),
-    8: ("Internal server error", 500),
-    9: ("Server is busy", 503),
-    10: ("Data channel is missing", 400),
-    11: ("Invalid data channel", 400),
-    12: ("Event field is required", 400),
-    13: ("Event field cannot be blank", 400),
-    14: ("ACK is disabled", 400),
-    15: ("Error in handling indexed fields", 400),
-    16: ("Query string authorization is not enabled", 400),
-    17: ("HEC is healthy", 200),
-    18: ("HEC is unhealthy, queues are full", 503),
-    19: ("HEC is unhealthy, ack service unavailable", 503),
-    20: ("HEC is unhealthy, queues are full, ack service unavailable", 503),
-    21: ("Invalid token", 400),
-    22: ("Token disabled", 400),
-}
-
-
-@dataclass
-class Token:
-    value: str
-    enabled: bool = True
-    ack: bool = False
-    indexes: set[str] | None = None  # None: any index
-
-
-@dataclass(frozen=True)
-class Indexed:
-    """One event as Splunk would store it."""
-
-    event: Any
-    time: Any
-    index: str
-    sourcetype: str | None
-    source: str | None
-    host: str | None
-    fields: dict[str, Any]
-    channel: str | None
-    ack_id: int | None
-
-    @property
-    def event_id(self) -> str | None:
-        value = self.fields.get("event_id")
-        if value is None and isinstance(self.event, dict):
-            value = self.event.get("event_id")
-        return value if isinstance(value, str) else None
-
-
-@dataclass(frozen=True)
-class RequestRecord:
-    path: str
-    status: int
-    code: int | None
-    events: int
-    channel: str | None
-    ack_id: int | None = None
-    acks_asked: tuple[int, ...] = ()
-    gzip: bool = False
-
-
-@dataclass
-class _Pending:
-    events: list[Indexed]
-    ready_at: float | None  # None: paused until release_acks()
-    lost: bool = False
-
-
-@dataclass
-class _Channel:
-    next_id: int = 0
-    pending: dict[int, _Pending] = field(default_factory=dict)
-    ready: set[int] = field(default_factory=set)  # indexed, ack not yet reported
-
-
-class _Reject(Exception):
-    """HEC's refusal: a code, and for a batch the first bad event and those before it."""
-
-    def __init__(
-        self, code: int, invalid_event: int | None = None, taken: list[Indexed] | None = None
-    ) -> None:
-        super().__init__(code)
-        self.code, self.invalid_event, self.taken = code, invalid_event, taken or []
-
-
-def hec_answer(code: int, **extra: Any) -> JSONResponse:
-    text, status = CODES[code]
-    return JSONResponse({"text": text, "code": code, **extra}, status_code=status)
 
 
 class HecEmulator:
@@ -188,7 +100,7 @@ class HecEmulator:
         self.indexed: list[Indexed] = []
         self.requests: list[RequestRecord] = []
         self.indexed_count = 0
-        self._channels: dict[str, _Channel] = {}
+        self._channels: dict[str, Channel] = {}
         self._lock = threading.Lock()
         self.port = 0
         self.scheme = "http"
@@ -270,15 +182,15 @@ class HecEmulator:
     def _auth(self, request: Request) -> Token:
         header = request.headers.get("authorization")
         if header is None:
-            raise _Reject(2)
+            raise Reject(2)
         scheme, _, value = header.partition(" ")
         if scheme != "Splunk" or not value:
-            raise _Reject(3)
+            raise Reject(3)
         token = self.tokens.get(value)
         if token is None:
-            raise _Reject(4)
+            raise Reject(4)
         if not token.enabled:
-            raise _Reject(1)
+            raise Reject(1)
         return token
 
     @staticmethod
@@ -288,12 +200,12 @@ class HecEmulator:
         )
         if channel is None:
             if token.ack:
-                raise _Reject(10)
+                raise Reject(10)
             return None
         try:
             uuid.UUID(channel)
         except ValueError:
-            raise _Reject(11) from None
+            raise Reject(11) from None
         return channel
 
     async def _body(self, request: Request) -> bytes:
@@ -302,15 +214,15 @@ class HecEmulator:
             try:
                 raw = gzip.decompress(raw)
             except (OSError, EOFError, zlib.error):
-                raise _Reject(6, 0) from None
+                raise Reject(6, 0) from None
         return raw
 
     def _parse(self, raw: bytes, token: Token, channel: str | None) -> list[Indexed]:
-        """Concatenated JSON objects -> events; a bad one ends the batch (_Reject)."""
+        """Concatenated JSON objects -> events; a bad one ends the batch (Reject)."""
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
-            raise _Reject(6, 0) from None
+            raise Reject(6, 0) from None
         decoder = json.JSONDecoder()
         events: list[Indexed] = []
         pos = 0
@@ -324,39 +236,39 @@ class HecEmulator:
             try:
                 obj, pos = decoder.raw_decode(text, pos)
             except ValueError:
-                raise _Reject(6, k, events) from None
+                raise Reject(6, k, events) from None
             if poison_at is not None and poison_at[0] == k:
-                raise _Reject(poison_at[1], k, events)
+                raise Reject(poison_at[1], k, events)
             try:
                 events.append(self._check(obj, token, channel))
-            except _Reject as exc:
-                raise _Reject(exc.code, k, events) from None
+            except Reject as exc:
+                raise Reject(exc.code, k, events) from None
         if not events:
-            raise _Reject(5)
+            raise Reject(5)
         return events
 
     def _check(self, obj: Any, token: Token, channel: str | None) -> Indexed:
         if not isinstance(obj, dict):
-            raise _Reject(6)
+            raise Reject(6)
         if "event" not in obj:
-            raise _Reject(12)
+            raise Reject(12)
         if obj["event"] in ("", None):
-            raise _Reject(13)
+            raise Reject(13)
         fields = obj.get("fields", {})
         if not isinstance(fields, dict) or not all(
             isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v))
             for v in fields.values()
         ):
-            raise _Reject(15)
+            raise Reject(15)
         t = obj.get("time")
         if t is not None and not isinstance(t, (int, float)):
             try:
                 float(t)
             except (TypeError, ValueError):
-                raise _Reject(6) from None
+                raise Reject(6) from None
         index = obj.get("index", self.default_index)
         if not isinstance(index, str) or (token.indexes is not None and index not in token.indexes):
-            raise _Reject(7)
+            raise Reject(7)
         item = Indexed(
             event=obj["event"],
             time=t,
@@ -369,7 +281,7 @@ class HecEmulator:
             ack_id=None,
         )
         if item.event_id is not None and item.event_id in self.poison_ids:
-            raise _Reject(self.poison_ids[item.event_id])
+            raise Reject(self.poison_ids[item.event_id])
         return item
 
     # -- endpoints -----------------------------------------------------------------------
@@ -393,15 +305,15 @@ class HecEmulator:
             token = self._auth(request)
             injected = self.inject.popleft() if self.inject else None
             if injected is not None:
-                raise _Reject(injected)
+                raise Reject(injected)
             if self.busy:
-                raise _Reject(9)
+                raise Reject(9)
             channel = self._channel(request, token)
             raw = await self._body(request)
             with self._lock:
                 events = self._parse(raw, token, channel)
                 return self._accept(request, token, channel, events)
-        except _Reject as exc:
+        except Reject as exc:
             return self._refuse(request, exc, channel)
 
     def _accept(
@@ -412,21 +324,21 @@ class HecEmulator:
             self._store(events)
             self._log(RequestRecord(request.url.path, 200, 0, len(events), channel, gzip=zipped))
             return hec_answer(0)
-        ch = self._channels.setdefault(channel, _Channel())
+        ch = self._channels.setdefault(channel, Channel())
         ack_id = ch.next_id
         ch.next_id += 1
         stamped = [_with_ack(e, ack_id) for e in events]
         lost = self.lose_acks > 0
         self.lose_acks -= int(lost)
         ready = None if self.acks_paused else time.monotonic() + self.ack_delay
-        ch.pending[ack_id] = _Pending(stamped, ready, lost)
+        ch.pending[ack_id] = Pending(stamped, ready, lost)
         self._tick()
         self._log(
             RequestRecord(request.url.path, 200, 0, len(events), channel, ack_id, gzip=zipped)
         )
         return hec_answer(0, ackId=ack_id)
 
-    def _refuse(self, request: Request, exc: _Reject, channel: str | None) -> Response:
+    def _refuse(self, request: Request, exc: Reject, channel: str | None) -> Response:
         if exc.taken and self.keep_prefix:
             with self._lock:
                 self._store(exc.taken)  # HEC keeps the events ahead of the bad one
@@ -441,20 +353,20 @@ class HecEmulator:
         try:
             token = self._auth(request)
             if not token.ack:
-                raise _Reject(14)
+                raise Reject(14)
             channel = self._channel(request, token)
             try:
                 asked = json.loads(await request.body())["acks"]
                 ids = [int(a) for a in asked if not isinstance(a, bool)]
             except (ValueError, KeyError, TypeError):
-                raise _Reject(6) from None
+                raise Reject(6) from None
             if not ids:  # undocumented: refused, see the module docstring
-                raise _Reject(6)
-        except _Reject as exc:
+                raise Reject(6)
+        except Reject as exc:
             return self._refuse(request, exc, channel)
         with self._lock:
             self._tick()
-            ch = self._channels.get(channel or "", _Channel())
+            ch = self._channels.get(channel or "", Channel())
             answer = {}
             for ack_id in ids:
                 answer[str(ack_id)] = ack_id in ch.ready
@@ -466,7 +378,7 @@ class HecEmulator:
         if request.headers.get("authorization") is not None:  # a token is checked when sent
             try:
                 self._auth(request)
-            except _Reject as exc:
+            except Reject as exc:
                 return hec_answer(22 if exc.code == 1 else 21)
         return hec_answer(18) if self.busy else hec_answer(17)
 
