@@ -16,7 +16,6 @@ non-ASCII headers and non-UTF-8 bodies, ends as a ``SignatureError``, never as a
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 from collections.abc import Callable, Sequence
@@ -42,7 +41,8 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def _mac(secret: bytes, timestamp: str, body: bytes) -> str:
-    return hmac.new(secret, timestamp.encode("ascii") + b"." + body, hashlib.sha256).hexdigest()
+    # hmac.digest is the one-shot form (OpenSSL's HMAC, no HMAC object): same bytes.
+    return hmac.digest(secret, timestamp.encode("ascii") + b"." + body, "sha256").hex()
 
 
 def sign(secret: str | bytes, timestamp: int, body: bytes) -> str:

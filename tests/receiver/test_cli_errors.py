@@ -19,9 +19,6 @@ from receiver.cli._errors import ExitCode
 from tests.conftest import require_service
 from tests.harness import SECRET, base_config, free_port, write_config
 
-NOBODY = 65534
-
-
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment without the developer's own BIGHUB_SIEM_* settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BIGHUB_SIEM_")}
@@ -123,17 +120,22 @@ def test_environment_only_configuration_is_still_accepted(tmp_path: Path) -> Non
 
 
 def unprivileged() -> list[str]:
-    """A command prefix that runs as a user who cannot write root's directories."""
+    """A command prefix under which the CLI cannot write directories it may not write.
+
+    As root (CI here), it keeps the uid but drops the capabilities that let root write
+    anywhere (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH), so file modes apply as they do to
+    any service user; the CLI still runs from the same checkout and virtualenv.
+    """
     if os.getuid() != 0:
         return []
     setpriv = shutil.which("setpriv")
-    prefix = [setpriv or "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    prefix = [setpriv or "setpriv", "--bounding-set=-dac_override,-dac_read_search"]
     probe = [*prefix, sys.executable, "-c", "import receiver"]
     works = setpriv is not None and subprocess.run(probe, check=False).returncode == 0
     require_service(
         works,
-        "an unprivileged user to run the CLI as",
-        "setpriv (util-linux) and a Python readable by uid 65534",
+        "a way to run the CLI without write access to everything",
+        "setpriv (util-linux) able to drop capabilities",
     )
     return prefix
 
