@@ -19,6 +19,7 @@ from receiver.cli._errors import ExitCode
 from tests.conftest import require_service
 from tests.harness import SECRET, base_config, free_port, write_config
 
+
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment without the developer's own BIGHUB_SIEM_* settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BIGHUB_SIEM_")}
