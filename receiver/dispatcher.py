@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import random
 import socket
@@ -33,13 +34,13 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
-from receiver.errors import DeadLetterBudgetError, LeaseLostError
+from receiver.errors import CursorMissingError, DeadLetterBudgetError, LeaseLostError
 from receiver.lease import LeaseKeeper
 from receiver.metrics import Metrics
 from receiver.outcome import Decision, Policy, backoff_delay, decide, progress, settle_requeued
 from receiver.pacing import DrainPacer
 from receiver.store import Lease, LogBatch, Progress, Route, Store
-from sinks import Event, Sink, SinkConfig
+from sinks import Event, RetryableSinkError, Sink, SinkConfig
 
 __all__ = ["Dispatcher", "backoff_delay"]
 
@@ -69,6 +70,7 @@ class Dispatcher:
         health_timeout_seconds: float = 15.0,
         owner: str | None = None,
         pacer: DrainPacer | None = None,
+        create_cursor: bool = True,
     ) -> None:
         self.sink = sink
         self.config = config
@@ -83,6 +85,7 @@ class Dispatcher:
         self.health_timeout_seconds = health_timeout_seconds
         self.owner = owner or owner_token()
         self.pacer = pacer
+        self.create_cursor = create_cursor
         self._batch_started = 0.0
         self.route = Route(config.name, tuple(config.events))
         self.policy = Policy(
@@ -228,7 +231,19 @@ class Dispatcher:
                 return True
             raise LeaseLostError("the lease could not be renewed in time")
         asked = time.monotonic()
-        lease = await self.store.acquire(self.name, self.owner, lease_seconds=self.lease_seconds)
+        try:
+            lease = await self.store.acquire(
+                self.name, self.owner, lease_seconds=self.lease_seconds, create=self.create_cursor
+            )
+        except CursorMissingError:
+            # Retired while this process still runs it: export nothing, say why.
+            self._set_state(
+                False,
+                "no cursor: the sink was retired (bighub-siem retire-sink); restart with"
+                " the current configuration",
+            )
+            await self._sleep(self.poll_seconds * 10, wakeable=False)
+            return False
         if lease is None:
             if time.monotonic() - self._last_health >= self.health_interval_seconds:
                 await self._check_health()
@@ -296,6 +311,8 @@ class Dispatcher:
     async def _idle(self, lease: Lease, batch: LogBatch) -> None:
         if batch.scanned_to > lease.position:  # skipped events the routes do not take
             self._lease = await self.store.advance(lease, Progress(position=batch.scanned_to))
+        if batch.more:
+            return  # the read stopped before the end of the log: go on at once
         if time.monotonic() - self._last_health >= self.health_interval_seconds:
             await self._check_health()  # idle: the next event should not be first to find out
         await self._sleep(self.poll_seconds)
@@ -311,6 +328,8 @@ class Dispatcher:
             await asyncio.wait({task, lost}, return_when=asyncio.FIRST_COMPLETED)
             if not task.done():
                 raise LeaseLostError("lease lost during the send: abandoned")
+            if task.cancelled():  # not by us (we are still here): a sink's own doing
+                return RetryableSinkError("the send was cancelled")
             return task.exception()
         finally:
             lost.cancel()
@@ -352,7 +371,7 @@ class Dispatcher:
             # The dead letters do not fit: hold before the first of them (the sink is
             # reported down) instead of writing them or dropping them.
             hold = self.policy.delay(self._outage + 1, self.rng)
-            decision = hold_before_dead(decision, lease, hold, str(exc))
+            decision = hold_before_dead(decision, lease, hold, str(exc), self.policy.max_attempts)
             self._lease = await self.store.advance(
                 lease, progress(lease, batch, decision, now=self.clock())
             )
@@ -428,15 +447,25 @@ class Dispatcher:
         return True
 
 
-def hold_before_dead(decision: Decision, lease: Lease, seconds: float, why: str) -> Decision:
-    """``decision`` with its dead letters turned into a hold at the first of them."""
+def hold_before_dead(
+    decision: Decision, lease: Lease, seconds: float, why: str, max_attempts: int
+) -> Decision:
+    """``decision`` without the dead letters that did not fit.
+
+    When an older event is retried anyway, that retry stands and the would-be dead
+    letters after it are simply sent again later. Otherwise the sink holds at the first
+    of them, with the head's attempts at ``max_attempts``: the next reads take the head
+    alone (see ``_step``), so nothing newer is sent past it and the done set does not grow
+    while the hold lasts.
+    """
     first = min(i for i, _, _ in decision.dead)
-    head = first if decision.retry_from is None else min(first, decision.retry_from)
+    if decision.retry_from is not None and decision.retry_from < first:
+        return dataclasses.replace(decision, dead=())
     return Decision(
         delivered=decision.delivered,
         dead=(),
-        retry_from=head,
-        attempts=lease.attempts if head == 0 else 0,
+        retry_from=first,
+        attempts=max_attempts,
         delay=seconds,
         error=why,
         unavailable=why,

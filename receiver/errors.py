@@ -23,6 +23,7 @@
         │                       its encoding cannot hold); the rest of its group commits
         ├── LeaseLostError      another dispatcher owns the sink's cursor now: nothing
         │                       was written, the loser stops its send loop
+        ├── CursorMissingError  the sink has no cursor (it was retired): not exported
         └── DeadLetterBudgetError  the dead letters are at their byte limit: the sink
                                 holds (its events stay in the spool) until they are
                                 retried or purged
@@ -42,6 +43,7 @@ __all__ = [
     "BodyTimeoutError",
     "BodyTooLargeError",
     "ConfigError",
+    "CursorMissingError",
     "DeadLetterBudgetError",
     "EnvelopeError",
     "EventRefusedError",
@@ -150,3 +152,8 @@ class LeaseLostError(StoreError):
 
 class DeadLetterBudgetError(StoreError):
     """New dead letters would exceed ``store.max_dead_letter_bytes``; nothing written."""
+
+
+class CursorMissingError(StoreError):
+    """The sink has no cursor: it was retired (``retire-sink``) while this process still
+    runs it. Its events are not exported here until it is configured again from start."""

@@ -119,6 +119,7 @@ class Service:
                     clock=self.clock,
                     lease_seconds=self.settings.store.lease_seconds,
                     pacer=self.pacer,
+                    create_cursor=False,  # made by ensure_cursors above; missing = retired
                 )
                 self.dispatchers[cfg.name] = d
                 d.start()

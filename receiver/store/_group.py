@@ -59,9 +59,8 @@ def plan(
             over.append(i)
             continue
         take.append(i)
-        if ev.sinks:  # an event routed nowhere keeps only its id: no spool
-            add_bytes += len(ev.body)
-            add_events += 1
+        add_bytes += len(ev.body)
+        add_events += 1
     return Plan(first, take, over)
 
 

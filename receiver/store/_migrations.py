@@ -16,7 +16,24 @@ from dataclasses import dataclass
 from receiver.errors import StoreError
 from receiver.store.base import SchemaVersion
 
-__all__ = ["Migration", "SchemaVersion", "pending"]
+__all__ = ["OUTBOX_DEAD_LETTERS_SQL", "Migration", "SchemaVersion", "pending"]
+
+# Version 2 for both backends: the 0.1.0 outbox's dead rows, and the pending rows an
+# operator re-queued (dead_at set, holding the re-queue time), become dead letters; the
+# re-queued ones stay re-queued so they are delivered once, beside the log. Plain SQL
+# both SQLite and PostgreSQL accept.
+OUTBOX_DEAD_LETTERS_SQL = """\
+INSERT INTO dead_letters (sink, seq, size, attempts, dead_at, error)
+SELECT o.sink, o.event_seq, e.size, o.attempts, coalesce(o.dead_at, 0),
+       coalesce(o.last_error, '')
+FROM outbox o JOIN events e ON e.seq = o.event_seq WHERE o.state = 'dead';
+INSERT INTO dead_letters (sink, seq, size, state, attempts, dead_at, error, requeued_at,
+                          next_attempt_at)
+SELECT o.sink, o.event_seq, e.size, 'requeued', o.attempts, o.dead_at,
+       coalesce(o.last_error, 're-queued'), o.dead_at, o.next_attempt_at
+FROM outbox o JOIN events e ON e.seq = o.event_seq
+WHERE o.state = 'pending' AND o.dead_at IS NOT NULL;
+"""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import TupleRow
 
-from receiver.errors import DeadLetterBudgetError, LeaseLostError
+from receiver.errors import CursorMissingError, DeadLetterBudgetError, LeaseLostError
 from receiver.routing import matcher
 from receiver.store._postgres_sql import EVENT_COLS, HORIZON
 from receiver.store.base import (
@@ -72,14 +72,19 @@ async def ensure_cursors(conn: Conn, routes: Sequence[Route]) -> None:
     )
 
 
-async def acquire(conn: Conn, sink: str, owner: str, lease_seconds: float) -> Lease | None:
-    # A cursor nobody created (ensure_cursors does, at start) begins at the oldest
-    # event still held.
-    await conn.execute(
-        "INSERT INTO cursors (sink, xid, seq) SELECT %s, xid, seq FROM meta"
-        " WHERE key = 'released_upto' ON CONFLICT (sink) DO NOTHING",
-        (sink,),
-    )
+async def acquire(
+    conn: Conn, sink: str, owner: str, lease_seconds: float, create: bool
+) -> Lease | None:
+    if create:
+        # A cursor nobody created (ensure_cursors does, at start) begins at the oldest
+        # event still held: an embedding that stored events first gets them all.
+        await conn.execute(
+            "INSERT INTO cursors (sink, xid, seq) SELECT %s, xid, seq FROM meta"
+            " WHERE key = 'released_upto' ON CONFLICT (sink) DO NOTHING",
+            (sink,),
+        )
+    elif await _one(conn, "SELECT 1 FROM cursors WHERE sink = %s", (sink,)) is None:
+        raise CursorMissingError(sink)
     row = await _one(
         conn,
         f"UPDATE cursors SET owner = %(owner)s, fence = fence + 1, lease_until = {_LEASE_UNTIL}"
@@ -261,6 +266,12 @@ async def requeued(conn: Conn, sink: str, now: float, limit: int, max_bytes: int
     return out
 
 
+async def lock_released_upto(conn: Conn) -> None:
+    """Taken before a dead letter is deleted: a release running at the same time either
+    commits first (its new mark is seen below) or waits and sees the letter gone."""
+    await conn.execute("SELECT 1 FROM meta WHERE key = 'released_upto' FOR UPDATE")
+
+
 async def release_body_if_free(conn: Conn, seqs: Sequence[int]) -> None:
     """Drop these events' bodies if no cursor nor dead letter needs them."""
     if seqs:
@@ -276,6 +287,7 @@ async def settle_requeued(conn: Conn, lease: Lease, settled: RequeueSettlement, 
     await _check_lease(conn, lease)
     seqs: list[int] = []
     if settled.delivered:
+        await lock_released_upto(conn)
         cur = await conn.execute(
             "DELETE FROM dead_letters WHERE id = ANY(%s) RETURNING seq", (list(settled.delivered),)
         )
@@ -369,6 +381,7 @@ async def requeue_dead(conn: Conn, sink: str | None, ids: Sequence[int] | None, 
 
 async def purge_dead(conn: Conn, sink: str | None, ids: Sequence[int] | None) -> int:
     clause, args = _where(sink, ids)
+    await lock_released_upto(conn)
     cur = await conn.execute(f"DELETE FROM dead_letters WHERE {clause} RETURNING seq", args)
     seqs = [int(r[0]) for r in await cur.fetchall()]
     await release_body_if_free(conn, seqs)

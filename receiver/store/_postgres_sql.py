@@ -14,7 +14,7 @@ Tables are unqualified: they live in the first schema of the connection's
 
 from __future__ import annotations
 
-from receiver.store._migrations import Migration
+from receiver.store._migrations import OUTBOX_DEAD_LETTERS_SQL, Migration
 
 __all__ = [
     "COUNTER_SLOTS",
@@ -93,7 +93,8 @@ CREATE TABLE spool_counters (
 INSERT INTO spool_counters (slot) SELECT generate_series(0, {COUNTER_SLOTS - 1});
 """
 
-_V2 = f"""
+_V2 = (
+    f"""
 -- Rows of earlier releases sort first (xid 0); new rows carry their transaction's id.
 ALTER TABLE events ADD COLUMN xid bigint NOT NULL DEFAULT 0;
 ALTER TABLE events ALTER COLUMN xid SET DEFAULT ({XID_NOW});
@@ -139,12 +140,15 @@ CREATE TABLE meta (
     value bytea
 );
 
+-- A pending row with dead_at set is a dead letter an operator re-queued (dead_at held the
+-- re-queue time): it stays a re-queued dead letter, beside the log, not the sink's head.
 INSERT INTO cursors (sink, xid, seq)
-SELECT sink, 0, coalesce(min(event_seq) FILTER (WHERE state = 'pending') - 1, max(event_seq))
+SELECT sink, 0, coalesce(
+    min(event_seq) FILTER (WHERE state = 'pending' AND dead_at IS NULL) - 1, max(event_seq))
 FROM outbox GROUP BY sink;
 INSERT INTO cursor_done (sink, xid, seq)
 SELECT o.sink, 0, o.event_seq FROM outbox o JOIN cursors c ON c.sink = o.sink
-WHERE o.event_seq > c.seq AND o.state <> 'pending';
+WHERE o.event_seq > c.seq AND (o.state <> 'pending' OR o.dead_at IS NOT NULL);
 -- Routes are now applied when an event is dispatched: events above a cursor that were
 -- not routed to its sink when they arrived are marked done, so none goes out now.
 INSERT INTO cursor_done (sink, xid, seq)
@@ -152,11 +156,9 @@ SELECT c.sink, 0, e.seq FROM cursors c JOIN events e ON e.seq > c.seq
 WHERE e.body IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.sink = c.sink AND o.event_seq = e.seq)
 ON CONFLICT DO NOTHING;
-INSERT INTO dead_letters (sink, seq, size, attempts, dead_at, error)
-SELECT o.sink, o.event_seq, e.size, o.attempts, coalesce(o.dead_at, 0),
-       coalesce(o.last_error, '')
-FROM outbox o JOIN events e ON e.seq = o.event_seq WHERE o.state = 'dead';
-INSERT INTO meta (key, xid, seq)
+"""
+    + OUTBOX_DEAD_LETTERS_SQL
+    + """INSERT INTO meta (key, xid, seq)
 SELECT 'released_upto', 0, coalesce((SELECT min(seq) FROM cursors),
                                     (SELECT max(seq) FROM events), 0);
 -- The spool is now what some cursor has not passed.
@@ -167,6 +169,7 @@ FROM (SELECT coalesce(sum(size), 0) AS b, count(*) AS n FROM events
 WHERE slot = 0;
 DROP TABLE outbox;
 """
+)
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "baseline: events, outbox, replays, spool counters", _BASELINE),
@@ -202,11 +205,11 @@ WITH ins AS (
                               received_at, delivery_id, signature, ts_header, size, body, n)
     ORDER BY u.n
     ON CONFLICT (source, event_id) DO NOTHING
-    RETURNING seq, source, event_id, size, body IS NOT NULL AS routed
+    RETURNING seq, source, event_id, size
 ), counted AS (
     UPDATE spool_counters c SET bytes = c.bytes + t.add_bytes, events = c.events + t.add_events
     FROM (SELECT coalesce(sum(size), 0) AS add_bytes, count(*) AS add_events
-          FROM ins WHERE routed) t
+          FROM ins) t
     WHERE c.slot = %s AND t.add_events > 0
 )
 SELECT seq, source, event_id FROM ins

@@ -54,7 +54,9 @@ class Upkeep:
         row = await cur.fetchone()
         if row is None or not row[0]:
             return None  # another replica is releasing
-        cur = await conn.execute("SELECT xid, seq FROM meta WHERE key = 'released_upto'")
+        # The row lock orders release against a purge or a delivered re-queue, which
+        # free a dead letter's body only at or below released_upto (release_body_if_free).
+        cur = await conn.execute("SELECT xid, seq FROM meta WHERE key = 'released_upto' FOR UPDATE")
         row = await cur.fetchone()
         upto: Position = (int(row[0]), int(row[1])) if row is not None else (0, 0)
         cur = await conn.execute("SELECT xid, seq FROM cursors ORDER BY xid, seq LIMIT 1")

@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from receiver.errors import DeadLetterBudgetError, LeaseLostError
+from receiver.errors import CursorMissingError, DeadLetterBudgetError, LeaseLostError
 from receiver.routing import matcher
 from receiver.store._sqlite_sql import EVENT_COLS
 from receiver.store.base import (
@@ -78,17 +78,20 @@ def ensure_cursors(db: sqlite3.Connection, routes: Sequence[Route]) -> None:
 
 
 def acquire(
-    db: sqlite3.Connection, sink: str, owner: str, lease_seconds: float, now: float
+    db: sqlite3.Connection, sink: str, owner: str, lease_seconds: float, now: float, create: bool
 ) -> Lease | None:
     def run() -> Lease | None:
-        # A cursor nobody created (ensure_cursors does, at start, at the end of the log)
-        # starts at the oldest event still held: an embedding that stored events before
-        # it started a dispatcher gets them all.
-        db.execute(
-            "INSERT INTO cursors (sink, seq) SELECT ?, value FROM meta"
-            " WHERE key = 'released_upto' ON CONFLICT (sink) DO NOTHING",
-            (sink,),
-        )
+        if create:
+            # A cursor nobody created (ensure_cursors does, at start, at the end of the
+            # log) starts at the oldest event still held: an embedding that stored events
+            # before it started a dispatcher gets them all.
+            db.execute(
+                "INSERT INTO cursors (sink, seq) SELECT ?, value FROM meta"
+                " WHERE key = 'released_upto' ON CONFLICT (sink) DO NOTHING",
+                (sink,),
+            )
+        elif db.execute("SELECT 1 FROM cursors WHERE sink = ?", (sink,)).fetchone() is None:
+            raise CursorMissingError(sink)
         row = db.execute(
             "UPDATE cursors SET owner = ?, fence = fence + 1, lease_until = ?"
             " WHERE sink = ? AND (owner IS NULL OR owner = ? OR lease_until < ?)"

@@ -5,7 +5,7 @@ commits at a time, so ``seq`` order is commit order.
 
 from __future__ import annotations
 
-from receiver.store._migrations import Migration
+from receiver.store._migrations import OUTBOX_DEAD_LETTERS_SQL, Migration
 
 __all__ = ["EVENT_COLS", "MIGRATIONS", "SCHEMA_VERSION"]
 
@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS replays (
 # Version 2: the event log with one cursor per sink. The outbox's state becomes
 # cursors (just before each sink's oldest pending row), done sets (rows above that
 # cursor the sink already had), and dead letters; then the outbox goes.
-_V2 = """
+_V2 = (
+    """
 CREATE TABLE cursors (
     sink            TEXT PRIMARY KEY,
     seq             INTEGER NOT NULL,      -- the last log position this sink finished
@@ -94,27 +95,30 @@ CREATE TABLE meta (
     value
 );
 
+-- A pending row with dead_at set is a dead letter an operator re-queued (dead_at held the
+-- re-queue time): it stays a re-queued dead letter, beside the log, not the sink's head.
 INSERT INTO cursors (sink, seq)
-SELECT sink, coalesce(min(CASE WHEN state = 'pending' THEN event_seq END) - 1, max(event_seq))
+SELECT sink, coalesce(
+    min(CASE WHEN state = 'pending' AND dead_at IS NULL THEN event_seq END) - 1,
+    max(event_seq))
 FROM outbox GROUP BY sink;
 INSERT INTO cursor_done (sink, seq)
 SELECT o.sink, o.event_seq FROM outbox o JOIN cursors c ON c.sink = o.sink
-WHERE o.event_seq > c.seq AND o.state != 'pending';
+WHERE o.event_seq > c.seq AND (o.state != 'pending' OR o.dead_at IS NOT NULL);
 -- Routes are now applied when an event is dispatched: events above a cursor that were
 -- not routed to its sink when they arrived are marked done, so none goes out now.
 INSERT OR IGNORE INTO cursor_done (sink, seq)
 SELECT c.sink, e.seq FROM cursors c JOIN events e ON e.seq > c.seq
 WHERE e.body IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.sink = c.sink AND o.event_seq = e.seq);
-INSERT INTO dead_letters (sink, seq, size, attempts, dead_at, error)
-SELECT o.sink, o.event_seq, e.size, o.attempts, coalesce(o.dead_at, 0),
-       coalesce(o.last_error, '')
-FROM outbox o JOIN events e ON e.seq = o.event_seq WHERE o.state = 'dead';
-INSERT INTO meta (key, value)
+"""
+    + OUTBOX_DEAD_LETTERS_SQL
+    + """INSERT INTO meta (key, value)
 SELECT 'released_upto', coalesce((SELECT min(seq) FROM cursors),
                                  (SELECT max(seq) FROM events), 0);
 DROP TABLE outbox;
 """
+)
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "baseline: events, outbox, replays", _V1),

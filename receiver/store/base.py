@@ -68,8 +68,10 @@ Position = tuple[int, int]
 class NewEvent:
     """An event verified and parsed at ingress, not yet stored.
 
-    ``sinks``: the sinks its type routes to now; an event routed nowhere keeps only
-    its id (for dedup), never a body.
+    ``sinks``: the sinks its type routes to in this process's configuration (whose
+    dispatchers are woken). The body is stored whatever it says: routes apply when an
+    event is dispatched, and another replica's configuration may route it elsewhere;
+    release drops the body once every cursor passed it.
     """
 
     source: str
@@ -295,9 +297,20 @@ class Store(Protocol):
         """Create a cursor at the end of the log for each sink that has none; record
         each sink's routes (used when a removed sink is retired)."""
 
-    async def acquire(self, sink: str, owner: str, *, lease_seconds: float) -> Lease | None:
+    async def acquire(
+        self, sink: str, owner: str, *, lease_seconds: float, create: bool = True
+    ) -> Lease | None:
         """Take (or take back) the lease on ``sink``'s cursor; None while another owner
-        holds a lease that has not expired."""
+        holds a lease that has not expired.
+
+        Args:
+            create: make a missing cursor, at the oldest event still held (embedding,
+                tests). ``serve`` passes False: its cursors are made at start, and one
+                that is missing was retired.
+
+        Raises:
+            CursorMissingError: ``create`` is False and the sink has no cursor.
+        """
 
     async def renew(self, lease: Lease, *, lease_seconds: float) -> bool:
         """Extend the lease; False when it is no longer ours (nothing may be written)."""

@@ -79,6 +79,13 @@ def describe(exc: psycopg.Error) -> str:
     return f"postgresql: {type(exc).__name__}: {first}"[:300]
 
 
+async def _configure(conn: Conn) -> None:
+    # Readers see only rows below the oldest running transaction (see _postgres_sql):
+    # none of ours may hold that back by idling inside a transaction (a partition in the
+    # middle of a group commit, say). Ours last milliseconds; this is the backstop.
+    await conn.execute("SET idle_in_transaction_session_timeout = '60s'")
+
+
 class PostgresStore:
     """The multi-replica store. See the module docstring for its rules."""
 
@@ -157,6 +164,7 @@ class PostgresStore:
             name="bighub-siem",
             # A connection broken by a database restart is replaced, not handed out.
             check=AsyncConnectionPool.check_connection,
+            configure=_configure,
         )
         try:
             await pool.open(wait=True, timeout=_CONNECT_TIMEOUT)
@@ -278,7 +286,7 @@ class PostgresStore:
                 ev.signature,
                 ev.timestamp,
                 len(ev.body),
-                ev.body if ev.sinks else None,  # routed nowhere: keep only the id for dedup
+                ev.body,
             )
             for ev in events
         ]
@@ -320,8 +328,10 @@ class PostgresStore:
     async def ensure_cursors(self, routes: Sequence[Route]) -> None:
         await self._in_work(lambda c: ops.ensure_cursors(c, routes))
 
-    async def acquire(self, sink: str, owner: str, *, lease_seconds: float) -> Lease | None:
-        return await self._in_work(lambda c: ops.acquire(c, sink, owner, lease_seconds))
+    async def acquire(
+        self, sink: str, owner: str, *, lease_seconds: float, create: bool = True
+    ) -> Lease | None:
+        return await self._in_work(lambda c: ops.acquire(c, sink, owner, lease_seconds, create))
 
     async def renew(self, lease: Lease, *, lease_seconds: float) -> bool:
         return await self._in_conn(lambda c: ops.renew(c, lease, lease_seconds))

@@ -236,7 +236,7 @@ class SQLiteStore:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
-        added = [items[i] for i in take if items[i].sinks and _group.key(items[i]) in stored]
+        added = [items[i] for i in take if _group.key(items[i]) in stored]
         with self._spool_lock:
             self._spool[0] += sum(len(e.body) for e in added)
             self._spool[1] += len(added)
@@ -272,7 +272,7 @@ class SQLiteStore:
                     ev.signature,
                     ev.timestamp,
                     len(ev.body),
-                    ev.body if ev.sinks else None,  # routed nowhere: keep only the id
+                    ev.body,
                 )
             values = ",".join(["(?,?,?,?,?,?,?,?,?,?,?,?)"] * len(chunk))
             for seq, source, event_id in db.execute(
@@ -323,8 +323,12 @@ class SQLiteStore:
     async def ensure_cursors(self, routes: Sequence[Route]) -> None:
         await self.work(lambda db: ops.ensure_cursors(db, routes))
 
-    async def acquire(self, sink: str, owner: str, *, lease_seconds: float) -> Lease | None:
-        return await self.work(lambda db: ops.acquire(db, sink, owner, lease_seconds, self.clock()))
+    async def acquire(
+        self, sink: str, owner: str, *, lease_seconds: float, create: bool = True
+    ) -> Lease | None:
+        return await self.work(
+            lambda db: ops.acquire(db, sink, owner, lease_seconds, self.clock(), create)
+        )
 
     async def renew(self, lease: Lease, *, lease_seconds: float) -> bool:
         return await self.work(lambda db: ops.renew(db, lease, lease_seconds, self.clock()))

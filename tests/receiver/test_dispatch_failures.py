@@ -269,3 +269,84 @@ def test_dead_letter_budget_full_holds_the_sink(tmp_path: Path) -> None:
             await store.close()
 
     asyncio.run(run())
+
+
+def test_narrow_routes_scan_the_log_at_full_speed(tmp_path: Path) -> None:
+    """A sink that takes few event types does not crawl through the others at one read
+    window per poll (it stalled body release and could fill the spool quota)."""
+    sink = MemorySink()
+
+    async def run() -> float:
+        store = SQLiteStore(tmp_path / "spool.db")
+        await store.open()
+        for start in range(0, 20_000, 2000):
+            await asyncio.gather(
+                *(
+                    store.ingest(replace(new_event(i), event_type="decision_event.created"))
+                    for i in range(start, start + 2000)
+                )
+            )
+        await store.ingest(replace(new_event(99_999), event_type="approval.created"))
+        cfg = config(events=["approval.*"])
+        d = Dispatcher(sink, cfg, store, Metrics(), poll_seconds=1.0)  # type: ignore[arg-type]
+        started = time.monotonic()
+        d.start()
+        try:
+            await run_until(lambda: sink.delivered == ["e99999"], timeout=15)
+            return time.monotonic() - started
+        finally:
+            await d.stop()
+            await store.close()
+
+    took = asyncio.run(run())
+    assert took < 3.0, f"{took:.1f} s to reach the one approval behind 20,000 decisions"
+
+
+def test_a_retired_sink_is_not_exported_nor_revived(tmp_path: Path) -> None:
+    """A dispatcher whose cursor was retired meanwhile (serve passes create_cursor=False)
+    reports it and exports nothing; it does not bring the cursor back."""
+
+    async def run() -> None:
+        store = SQLiteStore(tmp_path / "spool.db")
+        await store.open()
+        await store.ensure_cursors([Route("mem", ("*",))])
+        await store.ingest(new_event(1))
+        await store.retire_sink("mem", "retired", now=time.time())
+        sink = MemorySink()
+        d = Dispatcher(sink, config(), store, Metrics(), poll_seconds=0.02, create_cursor=False)  # type: ignore[arg-type]
+        d.start()
+        try:
+            await run_until(lambda: "retired" in d.detail)
+            assert d.up is False
+            assert sink.calls == 0
+            assert await store.cursor_sinks() == []
+        finally:
+            await d.stop()
+            await store.close()
+
+    asyncio.run(run())
+
+
+def test_dead_letter_budget_hold_sends_only_the_head(tmp_path: Path) -> None:
+    """While a dead letter does not fit, the sink sends its head alone: nothing newer is
+    delivered past it, and its done set does not grow."""
+    sink = MemorySink(lambda n, b: PermanentSinkError("no") if b[0].event_id == "e0000" else None)
+
+    async def run() -> None:
+        store = SQLiteStore(tmp_path / "spool.db", max_dead_letter_bytes=1024)
+        await store.open()
+        await store.ingest(replace(new_event(0), body=b"{" + b" " * 2000 + b"}"))
+        for i in range(1, 6):
+            await store.ingest(new_event(i))
+        cfg = config(batch_max_events=10)
+        d = Dispatcher(sink, cfg, store, Metrics(), poll_seconds=0.02)  # type: ignore[arg-type]
+        d.start()
+        try:
+            await run_until(lambda: sink.calls >= 4)
+            assert all(batch == ["e0000"] for batch in sink.batches[1:])
+            assert sink.delivered == []
+        finally:
+            await d.stop()
+            await store.close()
+
+    asyncio.run(run())

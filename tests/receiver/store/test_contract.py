@@ -111,14 +111,19 @@ async def test_two_writers_with_the_same_events_store_each_once(backend: Backend
         assert len(set(await drain(one))) == 800
 
 
-async def test_unrouted_event_is_kept_for_dedup_only(backend: Backend) -> None:
-    """An event no sink wants takes no spool, is never read, but is still deduplicated."""
+async def test_event_routed_nowhere_here_is_kept_for_other_routes(backend: Backend) -> None:
+    """An event this process routes nowhere keeps its body: routes apply at dispatch, and
+    another replica's sink may take it (a rolling deploy adding a sink). Once every cursor
+    passed it, release drops the body; it is deduplicated throughout."""
     async with backend.opened() as store:
+        await store.ensure_cursors([Route("a", ("rule.*",)), Route("new", ("decision_event.*",))])
         assert (await store.ingest(new_event("e1", sinks=()))).outcome is IngestOutcome.ACCEPTED
+        assert (await store.ingest(new_event("e1", sinks=()))).outcome is IngestOutcome.DUPLICATE
+        assert await drain(store, "a", ("rule.*",)) == []
+        assert await drain(store, "new", ("decision_event.*",)) == ["e1"]
+        await store.release()
         stats = await store.stats()
         assert (stats.spool_events, stats.spool_bytes, stats.events_held) == (0, 0, 1)
-        assert (await store.ingest(new_event("e1", sinks=()))).outcome is IngestOutcome.DUPLICATE
-        assert await drain(store) == []
 
 
 # -- admission control ------------------------------------------------------------------

@@ -20,11 +20,11 @@ def test_plan_inserts_in_key_order_and_cuts_at_the_quota() -> None:
     assert [items[i].event_id for i in p.over] == ["c", "d"]
 
 
-def test_unrouted_events_take_no_room() -> None:
-    """An event no sink wants is stored without counting against the quota."""
+def test_every_event_counts_against_the_quota() -> None:
+    """An event this process routes nowhere still takes room: routes apply at dispatch."""
     items = [new_event("a", sinks=()), new_event("b"), new_event("c")]
     p = plan(items, spool_bytes=0, spool_events=0, max_bytes=10**9, max_events=2)
-    assert sorted(items[i].event_id for i in p.take) == ["a", "b", "c"]
+    assert sorted(items[i].event_id for i in p.take) == ["a", "b"]
 
 
 def test_answers_in_call_order_with_copies_and_races() -> None:

@@ -41,12 +41,10 @@ def test_pending_rejects_gaps_in_numbering() -> None:
 FIXTURES = Path(__file__).with_name("fixtures")
 # What the 0.1.0 spools in fixtures/ hold (see the comment at the top of each file):
 # alpha still had e6, e7, e8 to deliver (e5 it had already, out of order), e4 dead;
-# beta still had e2..e8, e1 dead; e9 was routed nowhere.
+# beta still had e2..e8, and e1 dead then re-queued by an operator; e9 routed nowhere.
 STILL_DUE = {"alpha": ["e6", "e7", "e8"], "beta": ["e2", "e3", "e4", "e5", "e6", "e7", "e8"]}
-DEAD = [
-    ("alpha", "e4", "permanent: too large"),
-    ("beta", "e1", "max attempts reached; last error: 500"),
-]
+DEAD = [("alpha", "e4", "permanent: too large", "dead")]
+REQUEUED = [("beta", "e1", "requeued")]
 
 
 async def _check_migrated_spool(store: Store) -> None:
@@ -55,12 +53,18 @@ async def _check_migrated_spool(store: Store) -> None:
     for sink, due in STILL_DUE.items():
         assert await drain(store, sink) == due
     dead = await store.dead_letters()
-    assert sorted((d.sink, d.event_id, d.error) for d in dead) == sorted(DEAD)
+    assert [(d.sink, d.event_id, d.error, d.state) for d in dead] == DEAD
+    # A re-queued dead letter stays one: it goes out beside the log, with its age counted
+    # from the re-queue, not as the head of beta's queue.
+    requeued = await store.dead_letters(state="requeued")
+    assert [(d.sink, d.event_id, d.state) for d in requeued] == REQUEUED
+    due = await store.requeued("beta", now=2_000_000_000, limit=10, max_bytes=10**6)
+    assert [(r.event.event_id, r.requeued_at) for r in due] == [("e1", 1790000200.0)]
     for i in range(10):  # dedup still knows every event
         assert (await store.ingest(new_event(f"e{i}"))).outcome is IngestOutcome.DUPLICATE
     await store.release()
     stats = await store.stats()
-    assert (stats.spool_events, stats.dead_events) == (0, 2)
+    assert (stats.spool_events, stats.dead_events) == (0, 2)  # e4 dead, e1 re-queued
 
 
 def test_sqlite_spool_of_the_outbox_release_is_migrated_and_delivers(tmp_path: Path) -> None:
