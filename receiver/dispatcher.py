@@ -39,7 +39,7 @@ from receiver.lease import LeaseKeeper
 from receiver.metrics import Metrics
 from receiver.outcome import Decision, Policy, backoff_delay, decide, progress, settle_requeued
 from receiver.pacing import DrainPacer
-from receiver.store import Lease, LogBatch, Progress, Route, Store
+from receiver.store import Filling, Lease, LogBatch, Progress, Route, Store
 from sinks import Event, RetryableSinkError, Sink, SinkConfig
 
 __all__ = ["Dispatcher", "backoff_delay"]
@@ -103,6 +103,7 @@ class Dispatcher:
         self._last_health = 0.0
         self._arrived = 0  # events stored since the last read
         self._filling = False  # waiting for a partial batch to fill
+        self._held: Filling | None = None  # what that batch holds, for the next read
         self._requeue_check_at = 0.0
 
     # -- lifecycle ----------------------------------------------------------------
@@ -296,11 +297,15 @@ class Dispatcher:
             max_bytes=self.config.batch_max_bytes,
             fill_wait=self.config.batch_max_wait_seconds if limit > 1 else 0.0,
             now=now,
+            filling=self._held,
         )
-        if batch.ready_at is not None:
+        self._held = batch.filling
+        if batch.ready_at is not None and batch.filling is not None:
             # Not full and not old enough: wake early only once enough new events arrived
             # to fill a batch, not on every single one (that made each request a read).
-            self._arrived += len(batch.positions)
+            # The next read counts on from what is held (the store ignores it once the
+            # cursor moved); polling still runs, for events other replicas stored.
+            self._arrived += batch.filling.events
             await self._sleep(min(batch.ready_at - now, self.poll_seconds), until_full=True)
             return
         if not batch.events:

@@ -17,9 +17,11 @@ from psycopg.rows import TupleRow
 
 from receiver.errors import CursorMissingError, DeadLetterBudgetError, LeaseLostError
 from receiver.routing import matcher
+from receiver.store._choose import choose, resume
 from receiver.store._postgres_sql import EVENT_COLS, HORIZON
 from receiver.store.base import (
     DeadLetter,
+    Filling,
     Lease,
     LogBatch,
     Position,
@@ -123,6 +125,7 @@ async def read(
     max_bytes: int,
     fill_wait: float = 0.0,
     now: float = 0.0,
+    filling: Filling | None = None,
 ) -> LogBatch:
     end = await horizon(conn)  # rows up to here are final; later ones sort after them
     cursor = lease.position
@@ -130,43 +133,35 @@ async def read(
         return LogBatch((), (), cursor)
     match = matcher(route.patterns)
     scan = limit if match is None else max(limit * _SCAN_FACTOR, 2000)
-    cur = await conn.execute(
+    light_sql = (
         "SELECT xid, seq, event_type, size, received_at FROM events e"
         " WHERE (xid, seq) > (%s, %s) AND (xid, seq) <= (%s, %s) AND body IS NOT NULL"
         " AND NOT EXISTS (SELECT 1 FROM cursor_done d WHERE d.sink = %s AND d.seq = e.seq)"
-        " ORDER BY xid, seq LIMIT %s",
-        (*cursor, *end, lease.sink, scan),
+        " ORDER BY xid, seq LIMIT %s"
     )
-    light = await cur.fetchall()
-    chosen: list[Position] = []
-    size = 0
-    scanned_to, more = end, False
-    first_at = 0.0
-    for xid, seq, event_type, n, received_at in light:
-        if match is not None and not match(event_type):
-            continue
-        if len(chosen) == limit or (chosen and size + n > max_bytes):
-            scanned_to, more = chosen[-1], True  # cut here: the rest waits
-            break
-        if not chosen:
-            first_at = float(received_at)
-        chosen.append((int(xid), int(seq)))
-        size += n
-    else:
-        if len(light) == scan:  # looked at all it may; the log goes on
-            scanned_to, more = (int(light[-1][0]), int(light[-1][1])), True
-    if not chosen:
-        return LogBatch((), (), max(cursor, scanned_to), more)
-    if fill_wait > 0 and not more and first_at + fill_wait > now:
-        return LogBatch((), tuple(chosen), cursor, ready_at=first_at + fill_wait)
+    if filling is not None and fill_wait > 0 and filling.base == cursor:
+        cur = await conn.execute(light_sql, (*filling.scanned_to, *end, lease.sink, scan))
+        rows = await cur.fetchall()
+        held = resume(filling, rows, match, limit=limit, max_bytes=max_bytes, end=end, scan=scan)
+        if held is not None and held.first_at + fill_wait > now:
+            return LogBatch((), (), cursor, ready_at=held.first_at + fill_wait, filling=held)
+        fill_wait = 0.0  # full or old enough: it goes, read whole from the cursor
+    cur = await conn.execute(light_sql, (*cursor, *end, lease.sink, scan))
+    pick = choose(await cur.fetchall(), match, limit=limit, max_bytes=max_bytes, end=end, scan=scan)
+    if not pick.chosen:
+        return LogBatch((), (), max(cursor, pick.scanned_to), pick.more)
+    if fill_wait > 0 and not pick.full and pick.first_at + fill_wait > now:
+        return LogBatch(
+            (), (), cursor, ready_at=pick.first_at + fill_wait, filling=pick.filling(cursor)
+        )
     # Binary results: bodies arrive as bytes instead of hex text twice their size.
     bcur = conn.cursor(binary=True)
     await bcur.execute(
         f"SELECT {EVENT_COLS} FROM events e WHERE e.seq = ANY(%s) ORDER BY e.xid, e.seq",
-        ([p[1] for p in chosen],),
+        ([p[1] for p in pick.chosen],),
     )
     events = tuple(event_from_row(r) for r in await bcur.fetchall())
-    return LogBatch(events, tuple(chosen), max(cursor, scanned_to), more)
+    return LogBatch(events, tuple(pick.chosen), max(cursor, pick.scanned_to), pick.more)
 
 
 async def _check_lease(conn: Conn, lease: Lease) -> None:

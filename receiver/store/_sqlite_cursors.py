@@ -13,9 +13,11 @@ from typing import Any
 
 from receiver.errors import CursorMissingError, DeadLetterBudgetError, LeaseLostError
 from receiver.routing import matcher
+from receiver.store._choose import choose, resume
 from receiver.store._sqlite_sql import EVENT_COLS
 from receiver.store.base import (
     DeadLetter,
+    Filling,
     Lease,
     LogBatch,
     Progress,
@@ -130,6 +132,7 @@ def read(
     max_bytes: int,
     fill_wait: float = 0.0,
     now: float = 0.0,
+    filling: Filling | None = None,
 ) -> LogBatch:
     cursor = lease.position[1]
     end = head(db)  # first: anything committed later has a larger seq (one writer)
@@ -142,49 +145,47 @@ def read(
         if done.fetchone()
         else " AND ? IS NOT NULL"  # keeps the parameters the same
     )
-    light = db.execute(
-        "SELECT seq, event_type, size, received_at FROM events e WHERE seq > ? AND seq <= ?"
-        f" AND body IS NOT NULL{skip_done} ORDER BY seq LIMIT ?",
-        (cursor, end, lease.sink, scan),
-    ).fetchall()
-    chosen: list[int] = []
-    size = 0
-    scanned_to = end
-    more = False
-    first_at = 0.0
-    for seq, event_type, n, received_at in light:
-        if match is not None and not match(event_type):
-            continue
-        if len(chosen) == limit or (chosen and size + n > max_bytes):
-            scanned_to = chosen[-1]  # cut here: the rest waits for the next batch
-            more = True
-            break
-        if not chosen:
-            first_at = received_at
-        chosen.append(seq)
-        size += n
-    else:
-        if len(light) == scan:  # looked at all it may; the log goes on
-            scanned_to = light[-1][0]
-            more = True
+    light_sql = (
+        "SELECT 0, seq, event_type, size, received_at FROM events e WHERE seq > ? AND seq <= ?"
+        f" AND body IS NOT NULL{skip_done} ORDER BY seq LIMIT ?"
+    )
+    if filling is not None and fill_wait > 0 and filling.base == lease.position:
+        rows = db.execute(light_sql, (filling.scanned_to[1], end, lease.sink, scan)).fetchall()
+        held = resume(
+            filling, rows, match, limit=limit, max_bytes=max_bytes, end=(0, end), scan=scan
+        )
+        if held is not None and held.first_at + fill_wait > now:
+            return LogBatch(
+                (), (), lease.position, ready_at=held.first_at + fill_wait, filling=held
+            )
+        fill_wait = 0.0  # full or old enough: it goes, read whole from the cursor
+    rows = db.execute(light_sql, (cursor, end, lease.sink, scan)).fetchall()
+    pick = choose(rows, match, limit=limit, max_bytes=max_bytes, end=(0, end), scan=scan)
+    chosen = [seq for _, seq in pick.chosen]
     if not chosen:
-        return LogBatch((), (), (0, max(cursor, scanned_to)), more)
-    if fill_wait > 0 and not more and first_at + fill_wait > now:
-        held = tuple((0, seq) for seq in chosen)  # what is there so far, not loaded
-        return LogBatch((), held, lease.position, ready_at=first_at + fill_wait)
+        return LogBatch((), (), (0, max(cursor, pick.scanned_to[1])), pick.more)
+    if fill_wait > 0 and not pick.full and pick.first_at + fill_wait > now:
+        return LogBatch(
+            (),
+            (),
+            lease.position,
+            ready_at=pick.first_at + fill_wait,
+            filling=pick.filling(lease.position),
+        )
     if chosen[-1] - chosen[0] + 1 == len(chosen):  # a run of seqs: a range scan, no list
-        rows = db.execute(
+        loaded = db.execute(
             f"SELECT {EVENT_COLS} FROM events e WHERE e.seq >= ? AND e.seq <= ? ORDER BY e.seq",
             (chosen[0], chosen[-1]),
         ).fetchall()
     else:
-        rows = db.execute(
+        loaded = db.execute(
             f"SELECT {EVENT_COLS} FROM events e WHERE e.seq IN ({marks(len(chosen))})"
             " ORDER BY e.seq",
             chosen,
         ).fetchall()
-    events = tuple(event_from_row(r) for r in rows)
-    return LogBatch(events, tuple((0, e.seq) for e in events), (0, max(cursor, scanned_to)), more)
+    events = tuple(event_from_row(r) for r in loaded)
+    scanned_to = (0, max(cursor, pick.scanned_to[1]))
+    return LogBatch(events, tuple((0, e.seq) for e in events), scanned_to, pick.more)
 
 
 def _check_lease(db: sqlite3.Connection, lease: Lease) -> None:

@@ -40,6 +40,7 @@ __all__ = [
     "DeadEvent",
     "DeadLetter",
     "DeadLetterState",
+    "Filling",
     "IngestOutcome",
     "IngestResult",
     "Lease",
@@ -154,7 +155,8 @@ class LogBatch:
     in ``events`` (or in its done set); the cursor may move here once they are handled.
     ``more``: the read stopped before the end of the log (the batch is full).
     ``ready_at``: set when the read held back a batch that is neither full nor old
-    enough to go (see ``Store.read``): read again then, or once more events arrived.
+    enough to go (see ``Store.read``): read again then, or once more events arrived;
+    ``filling`` then says what is held so far, for that next read.
     """
 
     events: tuple[Event, ...]
@@ -162,6 +164,21 @@ class LogBatch:
     scanned_to: Position
     more: bool = False
     ready_at: float | None = None
+    filling: Filling | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Filling:
+    """A batch held back to fill: from the cursor at ``base``, the log up to
+    ``scanned_to`` holds ``events`` routed events of ``size`` body bytes, the first of
+    them received at ``first_at``. Passed back to ``Store.read``, it lets the read count
+    only what came after ``scanned_to``."""
+
+    base: Position
+    scanned_to: Position
+    events: int
+    size: int
+    first_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,14 +344,16 @@ class Store(Protocol):
         max_bytes: int,
         fill_wait: float = 0.0,
         now: float = 0.0,
+        filling: Filling | None = None,
     ) -> LogBatch:
         """Routed events after the cursor, skipping its done set, in log order; cut at
         ``limit`` events or ``max_bytes`` of bodies (the first event always comes).
 
         With ``fill_wait``, a batch that is not full and whose oldest event arrived less
         than ``fill_wait`` before ``now`` is not loaded (no bodies are read): the answer
-        has no events (``positions`` says how many are there so far) and ``ready_at``
-        says when the batch is due."""
+        has no events, ``ready_at`` says when the batch is due and ``filling`` what it
+        holds so far. Passing that ``filling`` to the next read (same cursor) makes it
+        look only at the log after it; one from another cursor position is ignored."""
 
     async def advance(self, lease: Lease, progress: Progress) -> Lease:
         """Write an outcome in one transaction: cursor, head state, done set, dead letters.

@@ -51,6 +51,7 @@ from receiver.store._postgres_upkeep import Upkeep
 from receiver.store.base import (
     DeadLetter,
     DeadLetterState,
+    Filling,
     IngestResult,
     Lease,
     LogBatch,
@@ -348,9 +349,10 @@ class PostgresStore:
         max_bytes: int,
         fill_wait: float = 0.0,
         now: float = 0.0,
+        filling: Filling | None = None,
     ) -> LogBatch:
         return await self._in_conn(
-            lambda c: ops.read(c, lease, route, limit, max_bytes, fill_wait, now)
+            lambda c: ops.read(c, lease, route, limit, max_bytes, fill_wait, now, filling)
         )
 
     async def advance(self, lease: Lease, progress: Progress) -> Lease:

@@ -45,6 +45,7 @@ from receiver.store._sqlite_upkeep import Upkeep
 from receiver.store.base import (
     DeadLetter,
     DeadLetterState,
+    Filling,
     IngestResult,
     Lease,
     LogBatch,
@@ -345,9 +346,10 @@ class SQLiteStore:
         max_bytes: int,
         fill_wait: float = 0.0,
         now: float = 0.0,
+        filling: Filling | None = None,
     ) -> LogBatch:
         return await self.look(
-            lambda db: ops.read(db, lease, route, limit, max_bytes, fill_wait, now)
+            lambda db: ops.read(db, lease, route, limit, max_bytes, fill_wait, now, filling)
         )
 
     async def advance(self, lease: Lease, progress: Progress) -> Lease:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
@@ -110,6 +111,63 @@ async def test_routes_filter_and_the_cursor_passes_the_rest(backend: Backend) ->
         lease = await lease_on(store)
         assert lease.position[1] >= 6
         assert (await store.stats()).sinks["a"].pending == 0
+
+
+async def test_a_batch_held_to_fill_is_counted_on_not_reread(backend: Backend) -> None:
+    """A young partial batch is held (no bodies read) with what it holds so far; the next
+    read given that count looks only at the log after it, and loads the whole batch once
+    it is full or old enough."""
+    async with backend.opened() as store:
+        for i in range(3):
+            await store.ingest(new_event(f"e{i}", body=b"y" * 100))
+        await store.ingest(new_event("r0", event_type="rule.patch_applied"))
+        lease = await lease_on(store)
+        route = Route("a", ("decision_event.*",))
+        kw = {"limit": 10, "max_bytes": 10**6, "fill_wait": 60.0}
+        held = await store.read(lease, route, now=T0 + 1, **kw)
+        assert (held.events, held.ready_at) == ((), T0 + 60)
+        assert held.filling is not None
+        assert (held.filling.events, held.filling.size, held.filling.first_at) == (3, 300, T0)
+        assert held.filling.base == lease.position
+        assert held.scanned_to == lease.position  # held: the cursor may not move
+        await store.ingest(new_event("e3", body=b"y" * 100))
+        await store.ingest(new_event("r1", event_type="rule.patch_applied"))
+        grown = await store.read(lease, route, now=T0 + 2, filling=held.filling, **kw)
+        assert grown.filling is not None
+        assert (grown.filling.events, grown.filling.size) == (4, 400)
+        assert grown.filling.scanned_to > held.filling.scanned_to
+        # Only the rows after the count are looked at: a count said to be near the limit
+        # fills with the next event, though the log holds fewer, and the batch then goes.
+        near = dataclasses.replace(grown.filling, events=9)
+        await store.ingest(new_event("e4", body=b"y" * 100))
+        full = await store.read(lease, route, now=T0 + 3, filling=near, **kw)
+        assert [e.event_id for e in full.events] == ["e0", "e1", "e2", "e3", "e4"]
+        assert (full.ready_at, full.filling) == (None, None)
+        # Old enough: the held batch goes, read whole from the cursor.
+        aged = await store.read(lease, route, now=T0 + 61, filling=grown.filling, **kw)
+        assert [e.event_id for e in aged.events] == ["e0", "e1", "e2", "e3", "e4"]
+        lease = await store.advance(lease, Progress(aged.scanned_to))
+        # A count from an earlier cursor position is ignored.
+        await store.ingest(new_event("e5", body=b"y" * 100, received_at=T0 + 100))
+        fresh = await store.read(lease, route, now=T0 + 101, filling=grown.filling, **kw)
+        assert fresh.filling is not None
+        assert (fresh.filling.events, fresh.filling.first_at) == (1, T0 + 100)
+
+
+async def test_a_full_batch_is_not_held(backend: Backend) -> None:
+    """A batch at its event or byte limit goes at once, however young."""
+    async with backend.opened() as store:
+        for i in range(3):
+            await store.ingest(new_event(f"e{i}", body=b"y" * 100))
+        lease = await lease_on(store)
+        by_count = await store.read(
+            lease, Route("a", ALL), limit=3, max_bytes=10**6, fill_wait=60.0, now=T0
+        )
+        assert len(by_count.events) == 3
+        by_bytes = await store.read(
+            lease, Route("a", ALL), limit=10, max_bytes=300, fill_wait=60.0, now=T0
+        )
+        assert len(by_bytes.events) == 3
 
 
 async def test_done_set_is_skipped_and_dropped_as_the_cursor_passes(backend: Backend) -> None:
