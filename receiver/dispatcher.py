@@ -14,6 +14,7 @@ what an outcome means is the pure function in ``receiver.outcome``.
   the head's attempts and next attempt time), only after ``send`` returned;
 - a retryable failure keeps the cursor before the first failed event: newer events
   never overtake it (strict per-sink order) until it succeeds or is dead-lettered;
+- under a backlog the next batch is read while one is in flight (``receiver.readahead``);
 - re-queued dead letters go out beside the log, each with its own attempts;
 - ``health()`` runs after start and every minute while idle, so ``/readyz`` shows a
   broken destination (say, a revoked token) before an event has to fail on it;
@@ -39,6 +40,7 @@ from receiver.lease import LeaseKeeper
 from receiver.metrics import Metrics
 from receiver.outcome import Decision, Policy, backoff_delay, decide, progress, settle_requeued
 from receiver.pacing import DrainPacer
+from receiver.readahead import ReadAhead
 from receiver.store import Filling, Lease, LogBatch, Progress, Route, Store
 from sinks import Event, RetryableSinkError, Sink, SinkConfig
 
@@ -71,6 +73,7 @@ class Dispatcher:
         owner: str | None = None,
         pacer: DrainPacer | None = None,
         create_cursor: bool = True,
+        read_ahead: bool = True,
     ) -> None:
         self.sink = sink
         self.config = config
@@ -105,6 +108,8 @@ class Dispatcher:
         self._filling = False  # waiting for a partial batch to fill
         self._held: Filling | None = None  # what that batch holds, for the next read
         self._requeue_check_at = 0.0
+        self._ahead = ReadAhead()  # the next batch, read while one is being sent
+        self.read_ahead = read_ahead
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -263,6 +268,7 @@ class Dispatcher:
     async def _drop_lease(self, *, release: bool) -> None:
         keeper, lease = self._keeper, self._lease
         self._keeper = self._lease = None
+        self._ahead.discard()
         if keeper is not None:
             await keeper.close()
         if release and lease is not None:
@@ -290,15 +296,18 @@ class Dispatcher:
         self._batch_started = time.monotonic()
         # After a whole batch failed at its last attempt, the head goes alone.
         limit = 1 if lease.attempts >= self.policy.max_attempts else self.config.batch_max_events
-        batch = await self.store.read(
-            lease,
-            self.route,
-            limit=limit,
-            max_bytes=self.config.batch_max_bytes,
-            fill_wait=self.config.batch_max_wait_seconds if limit > 1 else 0.0,
-            now=now,
-            filling=self._held,
-        )
+        fill_wait = self.config.batch_max_wait_seconds if limit > 1 else 0.0
+        batch = await self._ahead.take(lease) if self._ahead.pending else None
+        if batch is None or not (batch.more or (batch.events and fill_wait == 0)):
+            batch = await self.store.read(
+                lease,
+                self.route,
+                limit=limit,
+                max_bytes=self.config.batch_max_bytes,
+                fill_wait=fill_wait,
+                now=now,
+                filling=self._held,
+            )
         self._held = batch.filling
         if batch.ready_at is not None and batch.filling is not None:
             # Not full and not old enough: wake early only once enough new events arrived
@@ -347,6 +356,8 @@ class Dispatcher:
         max_age = self.config.max_age_seconds
         expired = [i for i, e in enumerate(batch.events) if now - e.received_at > max_age]
         to_send = [e for i, e in enumerate(batch.events) if i not in expired]
+        if self.read_ahead:  # under a backlog, read the next batch while this one is sent
+            self._ahead.begin(self.store, self.route, self.config, lease, batch)
         started = time.monotonic()
         error = await self._send(to_send) if to_send else None
         log.info(

@@ -131,6 +131,7 @@ async def drain(
     events: Sequence[Event],
     *,
     on_start: Callable[[], None] | None = None,
+    read_ahead: bool = True,
 ) -> tuple[float, float]:
     """Store ``events`` (routed to ``config.name``) with ``Store.ingest``, then time the
     real ``Dispatcher`` draining them through ``sink``: (wall seconds, CPU seconds)."""
@@ -153,7 +154,9 @@ async def drain(
                 )
             )
         metrics = Metrics()
-        dispatcher = Dispatcher(sink, config, store, metrics, poll_seconds=0.01)
+        dispatcher = Dispatcher(
+            sink, config, store, metrics, poll_seconds=0.01, read_ahead=read_ahead
+        )
         if on_start is not None:
             on_start()
         started, cpu = time.perf_counter(), time.process_time()

@@ -1,0 +1,99 @@
+"""The next batch, read from the log while the current one is being sent.
+
+A backlogged dispatcher alternates three waits: the store read, the sink's send and
+the store write that moves the cursor. The read of batch N+1 does not depend on how
+batch N ends, only on where it ends, so it can run while N is in flight (SQLite and
+PostgreSQL reads run off the event loop). What was read ahead is used only if the
+cursor then stands exactly where that read started, under the same lease, with no
+failure charged to the head: anything else (a retry, a dead letter, a lost lease, a
+re-queue) throws it away and the loop reads afresh. Order and exactly-once are the
+cursor's business and do not change: batch N+1 is sent only after N is recorded.
+
+Memory: at most one batch more per sink, so only sinks whose batches are at most
+``MAX_BYTES`` of bodies read ahead; the S3 archive and Security Lake (64 MiB batches by
+default, few and large sends) do not, rather than hold two such batches at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import Awaitable
+
+import structlog
+
+from receiver.store import Lease, LogBatch, Route, Store
+from sinks import SinkConfig
+
+log = structlog.get_logger(component="bighub_siem.dispatcher")
+
+MAX_BYTES = 8 * 1024 * 1024  # a sink with larger batches does not read ahead
+
+
+class ReadAhead:
+    """At most one read in flight, keyed by the cursor position it starts from."""
+
+    def __init__(self) -> None:
+        self._task: asyncio.Task[LogBatch] | None = None
+        self._from: Lease | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self._task is not None
+
+    def begin(
+        self, store: Store, route: Route, config: SinkConfig, lease: Lease, batch: LogBatch
+    ) -> None:
+        """Read the batch after ``batch`` (about to be sent under ``lease``) if there is a
+        backlog: the batch was cut by a limit and the head has no failures charged."""
+        if not batch.more or lease.attempts or config.batch_max_bytes > MAX_BYTES:
+            return
+        after = dataclasses.replace(lease, position=batch.scanned_to)
+        limit, max_bytes = config.batch_max_events, config.batch_max_bytes
+        self.start(store.read(after, route, limit=limit, max_bytes=max_bytes), after)
+
+    def start(self, read: Awaitable[LogBatch], start: Lease) -> None:
+        """Begin ``read``, which reads the log after ``start.position``."""
+        self.discard()
+        self._task = asyncio.ensure_future(read)
+        self._from = start
+
+    async def take(self, lease: Lease) -> LogBatch | None:
+        """The batch read ahead, if it follows on from ``lease`` as it is now; else None
+        (and it is thrown away). Waits for a read still in flight."""
+        task, start = self._task, self._from
+        self._task = self._from = None
+        if task is None or start is None:
+            return None
+        follows = (
+            lease.position == start.position
+            and lease.fence == start.fence
+            and lease.owner == start.owner
+            and lease.attempts == 0
+        )
+        if not follows:
+            _cancel(task)
+            return None
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if task.cancelled():  # the read was cancelled, not this loop
+                return None
+            raise
+        except Exception as exc:  # the loop reads again and meets the error itself
+            log.debug("read_ahead_failed", error=type(exc).__name__)
+            return None
+
+    def discard(self) -> None:
+        task, self._task, self._from = self._task, None, None
+        if task is not None:
+            _cancel(task)
+
+
+def _cancel(task: asyncio.Task[LogBatch]) -> None:
+    if task.done():
+        with contextlib.suppress(BaseException):
+            task.exception()  # retrieved: no "exception was never retrieved" noise
+    else:
+        task.cancel()
