@@ -9,9 +9,10 @@ failure charged to the head: anything else (a retry, a dead letter, a lost lease
 re-queue) throws it away and the loop reads afresh. Order and exactly-once are the
 cursor's business and do not change: batch N+1 is sent only after N is recorded.
 
-Memory: at most one batch more per sink, so only sinks whose batches are at most
-``MAX_BYTES`` of bodies read ahead; the S3 archive and Security Lake (64 MiB batches by
-default, few and large sends) do not, rather than hold two such batches at once.
+Memory: at most one batch more per sink, so only sinks whose largest batch fits in
+``MAX_BYTES`` (its bodies plus ``EVENT_BYTES`` per event for the ``Event`` object, about
+600 bytes measured) read ahead: the defaults of stdout, Kafka, HEC and Sentinel do; the S3
+archive and Security Lake (64 MiB batches, few and large sends) do not.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from sinks import SinkConfig
 log = structlog.get_logger(component="bighub_siem.dispatcher")
 
 MAX_BYTES = 8 * 1024 * 1024  # a sink with larger batches does not read ahead
+EVENT_BYTES = 1024  # memory of one Event beside its body (a generous estimate)
 
 
 class ReadAhead:
@@ -47,7 +49,8 @@ class ReadAhead:
     ) -> None:
         """Read the batch after ``batch`` (about to be sent under ``lease``) if there is a
         backlog: the batch was cut by a limit and the head has no failures charged."""
-        if not batch.more or lease.attempts or config.batch_max_bytes > MAX_BYTES:
+        largest = config.batch_max_bytes + config.batch_max_events * EVENT_BYTES
+        if not batch.more or lease.attempts or largest > MAX_BYTES:
             return
         after = dataclasses.replace(lease, position=batch.scanned_to)
         limit, max_bytes = config.batch_max_events, config.batch_max_bytes

@@ -11,7 +11,7 @@ from typing import Any
 from receiver.dispatcher import Dispatcher
 from receiver.errors import StoreError
 from receiver.metrics import Metrics
-from receiver.readahead import MAX_BYTES
+from receiver.readahead import EVENT_BYTES, MAX_BYTES
 from receiver.store import LogBatch, SQLiteStore
 from sinks import Event, PartialDeliveryError, RetryableSinkError, SinkError
 from tests.receiver.test_dispatcher import MemorySink, config, new_event, run_until
@@ -97,7 +97,7 @@ def test_next_batch_is_read_while_one_is_in_flight(tmp_path: Path) -> None:
 def test_sinks_with_large_batches_do_not_read_ahead(tmp_path: Path) -> None:
     """Two 64 MiB archive batches at once would be too much memory for one sink."""
     sink = SlowSink()
-    asyncio.run(drain(tmp_path, sink, max_bytes=MAX_BYTES + 1))
+    asyncio.run(drain(tmp_path, sink, max_bytes=MAX_BYTES - 10 * EVENT_BYTES + 1))
     assert sink.delivered == IDS
     assert sink.reads_at_end == [1, 2, 3, 4, 5]
 
