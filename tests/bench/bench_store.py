@@ -154,12 +154,14 @@ def bench(kind: str, conns: int, args: argparse.Namespace, work: Path) -> dict[s
         tmp,
         store=store,
         log={"format": "json", "level": "info"},
-        # Batches wait for an hour or 100k events: the dispatcher stays idle meanwhile.
+        # Batches wait for an hour, 100k events or 1 GiB: the dispatcher stays idle
+        # meanwhile (with the default 4 MiB byte limit a batch filled in seconds and went).
         sinks=[
             {
                 "name": "console",
                 "type": "stdout",
                 "batch_max_events": 100_000,
+                "batch_max_bytes": 1 << 30,
                 "batch_max_wait_seconds": 3600,
             }
         ],
