@@ -6,11 +6,17 @@ Never used to write a payload back out: every sink exports the body verbatim.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import orjson
 
 __all__ = ["read_body"]
+
+# orjson reads an integer beyond 64 bits as a float (an id of 30 digits would come back
+# rounded, "1.2345678901234568e+29"); any run of 19 digits sends the body to the
+# standard library, which keeps every integer exact (19 digits can pass 2**63).
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
 
 
 def read_body(body: bytes) -> Any:
@@ -19,6 +25,8 @@ def read_body(body: bytes) -> Any:
     Raises:
         ValueError: not JSON.
     """
+    if _LONG_DIGITS.search(body):
+        return json.loads(body)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
