@@ -14,9 +14,11 @@ import orjson
 __all__ = ["read_body"]
 
 # orjson reads an integer beyond 64 bits as a float (an id of 30 digits would come back
-# rounded, "1.2345678901234568e+29"); any run of 19 digits sends the body to the
-# standard library, which keeps every integer exact (19 digits can pass 2**63).
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+# rounded, "1.2345678901234568e+29"); a number of 19 digits or more (it can pass 2**63)
+# sends the body to the standard library, which keeps every integer exact. A number
+# starts after ':', ',' or '['; digits inside a string (a session id) rarely do, and
+# when they do the body only takes the slower reader.
+_LONG_DIGITS = re.compile(rb"[:,\[][ \t\r\n]*-?[0-9]{19}")
 
 
 def read_body(body: bytes) -> Any:

@@ -22,7 +22,6 @@ Exception tree (the dispatcher decides what to do from the class alone)::
 from __future__ import annotations
 
 import functools
-import json
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -31,6 +30,8 @@ from json.encoder import encode_basestring as _quote  # C: quoted, escaped, UTF-
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from sinks._json import read_body
 
 SCHEMA_VERSION = 1
 
@@ -155,7 +156,7 @@ class Event:
         such as 1e400 parses to infinity, duplicate keys collapse). Exports splice the
         body itself (``export_json``).
         """
-        return json.loads(self.body)
+        return read_body(self.body)
 
     def export_record(self) -> dict[str, Any]:
         """The export record of schema version 1, parsed (see ``payload`` for why not to

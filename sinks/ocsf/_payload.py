@@ -38,7 +38,7 @@ def _utf8(text: str) -> bool:
 class Payload:
     """One payload object and the paths taken from it so far."""
 
-    def __init__(self, root: Mapping[str, Any], *, max_len: int | None = None) -> None:
+    def __init__(self, root: dict[str, Any], *, max_len: int | None = None) -> None:
         self.root = root
         self.max_len = max_len
         self._taken: set[Path] = set()
@@ -46,13 +46,18 @@ class Payload:
     def _at(self, path: Path) -> Any:
         value: Any = self.root
         for name in path:
-            if not isinstance(value, Mapping) or name not in value:
+            # Parsed JSON: objects are dicts (a plain isinstance, not the slow ABC check).
+            if not isinstance(value, dict):
                 return _MISSING
-            value = value[name]
+            value = value.get(name, _MISSING)
+            if value is _MISSING:
+                return _MISSING
         return value
 
     def _fits(self, text: str) -> bool:
-        return bool(text) and _utf8(text) and (self.max_len is None or len(text) <= self.max_len)
+        if not text or (self.max_len is not None and len(text) > self.max_len):
+            return False
+        return text.isascii() or _utf8(text)
 
     def _first(self, paths: Iterable[str], usable: Any) -> tuple[Path, Any] | None:
         for dotted in paths:
@@ -141,14 +146,14 @@ class Payload:
 
 
 def _without(
-    value: Mapping[str, Any], at: Path, taken: set[Path], prefixes: set[Path]
+    value: dict[str, Any], at: Path, taken: set[Path], prefixes: set[Path]
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, item in value.items():
         path = (*at, key)
         if path in taken:
             continue
-        if path in prefixes and isinstance(item, Mapping):
+        if path in prefixes and isinstance(item, dict):
             rest = _without(item, path, taken, prefixes)
             if rest:
                 out[key] = rest

@@ -182,22 +182,36 @@ def _plan(kind: pa.DataType) -> Plan:
     return None
 
 
-def _apply(value: Any, plan: tuple[Any, ...], where: str) -> Any:
+def _apply(value: Any, plan: tuple[Any, ...]) -> Any:
+    # An error names its path from the inside out, as it propagates (most rows have
+    # none, so no path text is built for them).
     tag = plan[0]
     if tag == "struct":
-        if not isinstance(value, Mapping):
-            raise SchemaMismatchError(f"{where}: expected an object")
+        if not isinstance(value, dict):
+            raise SchemaMismatchError(": expected an object")
         names, fields = plan[1], plan[2]
         if not names.issuperset(value):
             extra = sorted(set(value) - names)
-            raise SchemaMismatchError(f"{where}: {extra} not in the Arrow schema")
-        return {
-            k: v if fields[k] is None else _apply(v, fields[k], f"{where}.{k}")
-            for k, v in value.items()
-        }
+            raise SchemaMismatchError(f": {extra} not in the Arrow schema")
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            inner = fields[key]
+            if inner is None:
+                out[key] = item
+                continue
+            try:
+                out[key] = _apply(item, inner)
+            except SchemaMismatchError as exc:
+                raise SchemaMismatchError(f".{key}{exc}") from None
+        return out
     if tag == "list":
         inner = plan[1]
-        return list(value) if inner is None else [_apply(v, inner, f"{where}[]") for v in value]
+        if inner is None:
+            return list(value)
+        try:
+            return [_apply(item, inner) for item in value]
+        except SchemaMismatchError as exc:
+            raise SchemaMismatchError(f"[]{exc}") from None
     return _unmapped(value)
 
 
@@ -215,11 +229,17 @@ class RowShape:
             raise SchemaMismatchError(f"{extra} not in the Arrow schema")
         row: dict[str, Any] = {}
         for name, value in record.items():
-            if name == "entity" and isinstance(value, Mapping) and "data" in value:
+            if name == "entity" and isinstance(value, dict) and "data" in value:
                 # entity.data is json_t (any JSON): Parquet holds it as compact JSON text.
                 value = {**value, "data": _ASCII.encode(value["data"])}
             plan = plans[name]
-            row[name] = value if plan is None else _apply(value, plan, name)
+            if plan is None:
+                row[name] = value
+                continue
+            try:
+                row[name] = _apply(value, plan)
+            except SchemaMismatchError as exc:
+                raise SchemaMismatchError(f"{name}{exc}") from None
         return row
 
 

@@ -48,5 +48,7 @@ def test_long_integers_stay_exact() -> None:
     parsed = read_body(b'{"rule_id":123456789012345678901234567890,"n":-9223372036854775809}')
     assert parsed["rule_id"] == 123456789012345678901234567890
     assert parsed["n"] == -9223372036854775809
+    listed = read_body(b'{"ids":[1, \n 12345678901234567890123]}')
+    assert listed["ids"][1] == 12345678901234567890123
     # Valid JSON text orjson refuses; only an export must never re-encode it.
     assert read_body(b'{"x":1e400}')["x"] == math.inf
