@@ -193,17 +193,7 @@ def _apply(value: Any, plan: tuple[Any, ...]) -> Any:
         if not names.issuperset(value):
             extra = sorted(set(value) - names)
             raise SchemaMismatchError(f": {extra} not in the Arrow schema")
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            inner = fields[key]
-            if inner is None:
-                out[key] = item
-                continue
-            try:
-                out[key] = _apply(item, inner)
-            except SchemaMismatchError as exc:
-                raise SchemaMismatchError(f".{key}{exc}") from None
-        return out
+        return _fields(value, fields, ".")
     if tag == "list":
         inner = plan[1]
         if inner is None:
@@ -213,6 +203,20 @@ def _apply(value: Any, plan: tuple[Any, ...]) -> Any:
         except SchemaMismatchError as exc:
             raise SchemaMismatchError(f"[]{exc}") from None
     return _unmapped(value)
+
+
+def _fields(value: dict[str, Any], fields: dict[str, Plan], sep: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        inner = fields[key]
+        if inner is None:
+            out[key] = item
+            continue
+        try:
+            out[key] = _apply(item, inner)
+        except SchemaMismatchError as exc:
+            raise SchemaMismatchError(f"{sep}{key}{exc}") from None
+    return out
 
 
 class RowShape:
@@ -227,20 +231,11 @@ class RowShape:
         if not plans.keys() >= record.keys():
             extra = sorted(set(record) - set(plans))
             raise SchemaMismatchError(f"{extra} not in the Arrow schema")
-        row: dict[str, Any] = {}
-        for name, value in record.items():
-            if name == "entity" and isinstance(value, dict) and "data" in value:
-                # entity.data is json_t (any JSON): Parquet holds it as compact JSON text.
-                value = {**value, "data": _ASCII.encode(value["data"])}
-            plan = plans[name]
-            if plan is None:
-                row[name] = value
-                continue
-            try:
-                row[name] = _apply(value, plan)
-            except SchemaMismatchError as exc:
-                raise SchemaMismatchError(f"{name}{exc}") from None
-        return row
+        entity = record.get("entity")
+        if isinstance(entity, dict) and "data" in entity:
+            # entity.data is json_t (any JSON): Parquet holds it as compact JSON text.
+            record = {**record, "entity": {**entity, "data": _ASCII.encode(entity["data"])}}
+        return _fields(record if isinstance(record, dict) else dict(record), plans, "")
 
 
 def to_row(record: Mapping[str, Any], schema: pa.Schema) -> dict[str, Any]:
