@@ -37,6 +37,7 @@ __all__ = [
     "PAYLOAD_MAX_BYTES",
     "RULE_COLUMNS",
     "TEXT_MAX_CHARS",
+    "CallPacker",
     "Row",
     "array_bytes",
     "body_for",
@@ -407,26 +408,49 @@ def body_for(rows: Sequence[bytes], level: int) -> bytes:
     return gzip.compress(b"[" + b",".join(rows) + b"]", compresslevel=level, mtime=0)
 
 
+class CallPacker:
+    """Row positions, added in order, packed into calls of at most ``max_bytes``
+    uncompressed: a call is closed when the next row would not fit (greedy, in order)."""
+
+    __slots__ = ("current", "max_bytes", "size")
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.current: list[int] = []
+        self.size = 2  # "[" and "]"
+
+    def fits(self, n: int) -> bool:
+        """Whether a row of ``n`` bytes fits in a call at all."""
+        return n + 2 <= self.max_bytes
+
+    def add(self, pos: int, n: int) -> list[int] | None:
+        """Add a row that ``fits``; return the call it closed, if it closed one."""
+        closed = None
+        if self.current and self.size + n + 1 > self.max_bytes:
+            closed, self.current, self.size = self.current, [], 2
+        self.size += n + (1 if self.current else 0)
+        self.current.append(pos)
+        return closed
+
+    def flush(self) -> list[int] | None:
+        """The call still open, if any rows are in it."""
+        closed, self.current, self.size = self.current or None, [], 2
+        return closed
+
+
 def plan_calls(rows: Sequence[bytes], max_bytes: int) -> tuple[list[list[int]], list[int]]:
     """Split row positions (in order) into calls of at most ``max_bytes`` uncompressed.
 
     Returns the calls and the positions of rows too large to go in any call.
     """
+    packer = CallPacker(max_bytes)
     calls: list[list[int]] = []
     oversize: list[int] = []
-    current: list[int] = []
-    size = 2  # "[" and "]"
     for pos, row in enumerate(rows):
-        n = len(row)
-        if n + 2 > max_bytes:
+        if not packer.fits(len(row)):
             oversize.append(pos)
-            continue
-        extra = n + (1 if current else 0)
-        if current and size + extra > max_bytes:
-            calls.append(current)
-            current, size, extra = [], 2, n
-        current.append(pos)
-        size += extra
-    if current:
-        calls.append(current)
+        elif (closed := packer.add(pos, len(row))) is not None:
+            calls.append(closed)
+    if (last := packer.flush()) is not None:
+        calls.append(last)
     return calls, oversize
