@@ -81,16 +81,22 @@ class Delivery:
 
     def _pipelined(self, calls: Iterator[Call], encoder: Executor) -> None:
         """Post each call while the encoder builds the next (only one runs the generator
-        at a time: the next is asked for once the one before has come back)."""
-        pending = encoder.submit(next, calls, None)
-        try:
-            while (call := pending.result()) is not None:
-                pending = encoder.submit(next, calls, None)
+        at a time: the next is asked for once the one before has come back).
+
+        The first call is built on this thread: there is nothing in flight to overlap it
+        with, and a batch of one call then never waits for the encoder to be woken.
+        """
+        call = next(calls, None)
+        while call is not None:
+            pending = encoder.submit(next, calls, None)
+            try:
                 self._post(*call)
-        finally:
-            if not pending.cancel():
-                with contextlib.suppress(Exception):  # already leaving on the post's error
-                    pending.result()  # the generator must be idle before it is closed
+            except BaseException:
+                if not pending.cancel():
+                    with contextlib.suppress(Exception):  # leaving on the post's error
+                        pending.result()  # the generator must be idle before it is closed
+                raise
+            call = pending.result()
 
     def _encoded(self, streams: Mapping[str, str]) -> Generator[Call, None, None]:
         """The batch's calls in the order they fill up, each as soon as it is full."""
