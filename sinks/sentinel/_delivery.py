@@ -12,9 +12,10 @@
   or a 401 is never charged to events the service did take.
 
 Pipelined: the calls are the same as when the whole batch is planned first (each
-stream's rows packed greedily, in order), but each is gzipped on the sink's encoder thread
-as soon as it is full, and the rows of the next call are built there while this one is
-posted: a batch that needs several calls overlaps its encoding with the service's work.
+stream's rows packed greedily, in order), but each is gzipped as soon as it is full, and
+every call after the first is built and gzipped on the sink's encoder thread while the one
+before is posted: a batch that needs several calls overlaps its encoding with the
+service's work.
 """
 
 from __future__ import annotations
