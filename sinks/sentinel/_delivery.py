@@ -10,32 +10,54 @@
   too: the whole sink is unavailable, nothing is dead-lettered);
 - any other error stops the batch: every row not yet acknowledged carries it, so a 429
   or a 401 is never charged to events the service did take.
+
+Pipelined: the calls are the same as when the whole batch is planned first (each
+stream's rows packed greedily, in order), but each is gzipped as soon as it is full, and
+every call after the first is built and gzipped on the sink's encoder thread while the one
+before is posted: a batch that needs several calls overlaps its encoding with the
+service's work.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from concurrent.futures import Executor
 
 import structlog
 
 from sinks.base import Event, PermanentSinkError, SinkError, SinkUnavailableError
 from sinks.sentinel._client import CallTooLargeError, IngestionApi, RecordsRefusedError
 from sinks.sentinel.config import SentinelConfig
-from sinks.sentinel.encoder import Row, array_bytes, body_for, plan_calls, row_for
+from sinks.sentinel.encoder import CallPacker, Row, array_bytes, body_for, row_for
 from sinks.sentinel.health import probe_stream
 
 __all__ = ["Delivery"]
 
 log = structlog.get_logger("bighub_siem.sinks.sentinel")
 
+Call = tuple[str, list[int], bytes]
+
 
 class Delivery:
-    """Delivers one batch; ``run`` returns the failed positions (empty: all delivered)."""
+    """Delivers one batch; ``run`` returns the failed positions (empty: all delivered).
 
-    def __init__(self, api: IngestionApi, config: SentinelConfig, batch: Sequence[Event]) -> None:
+    Args:
+        encoder: where the next call is encoded while this one is posted; ``None``
+            encodes each call just before it is posted.
+    """
+
+    def __init__(
+        self,
+        api: IngestionApi,
+        config: SentinelConfig,
+        batch: Sequence[Event],
+        encoder: Executor | None = None,
+    ) -> None:
         self.api = api
         self.config = config
         self.batch = batch
+        self.encoder = encoder
         self.rows: dict[int, Row] = {}
         self.failures: dict[int, SinkError] = {}
         self.done: set[int] = set()
@@ -43,8 +65,44 @@ class Delivery:
         self._stream_ok: dict[str, bool] = {}
 
     def run(self) -> dict[int, SinkError]:
-        streams = self.config.streams.model_dump()
-        by_stream: dict[str, list[int]] = {}
+        calls = self._encoded(self.config.streams.model_dump())
+        try:
+            if self.encoder is None:
+                for stream, positions, body in calls:
+                    self._post(stream, positions, body)
+            else:
+                self._pipelined(calls, self.encoder)
+        except SinkError as exc:  # stop: the rest waits (uncharged when unavailable)
+            for pos in range(len(self.batch)):
+                if pos not in self.done and pos not in self.failures:
+                    self.failures[pos] = exc
+        finally:
+            calls.close()
+        return self.failures
+
+    def _pipelined(self, calls: Iterator[Call], encoder: Executor) -> None:
+        """Post each call while the encoder builds the next (only one runs the generator
+        at a time: the next is asked for once the one before has come back).
+
+        The first call is built on this thread: there is nothing in flight to overlap it
+        with, and a batch of one call then never waits for the encoder to be woken.
+        """
+        call = next(calls, None)
+        while call is not None:
+            pending = encoder.submit(next, calls, None)
+            try:
+                self._post(*call)
+            except BaseException:
+                if not pending.cancel():
+                    with contextlib.suppress(Exception):  # leaving on the post's error
+                        pending.result()  # the generator must be idle before it is closed
+                raise
+            call = pending.result()
+
+    def _encoded(self, streams: Mapping[str, str]) -> Generator[Call, None, None]:
+        """The batch's calls in the order they fill up, each as soon as it is full."""
+        limit = self.config.max_call_bytes
+        packers: dict[str, CallPacker] = {}
         for pos, event in enumerate(self.batch):
             try:
                 row = row_for(event, streams)
@@ -52,33 +110,29 @@ class Delivery:
                 self.failures[pos] = PermanentSinkError("the stored body is not JSON")
                 continue
             self.rows[pos] = row
-            by_stream.setdefault(row.stream, []).append(pos)
-        try:
-            for stream, positions in by_stream.items():
-                self._stream(stream, positions)
-        except SinkError as exc:  # stop: the rest waits (uncharged when unavailable)
-            for pos in self.rows:
-                if pos not in self.done and pos not in self.failures:
-                    self.failures[pos] = exc
-        return self.failures
+            packer = packers.get(row.stream) or packers.setdefault(row.stream, CallPacker(limit))
+            if not packer.fits(len(row.data)):
+                self.failures[pos] = PermanentSinkError(
+                    f"the event's row is {len(row.data)} bytes; a call takes at most "
+                    f"{limit} (max_call_bytes)"
+                )
+            elif (closed := packer.add(pos, len(row.data))) is not None:
+                yield self._call(row.stream, closed)
+        for stream, packer in packers.items():
+            if (last := packer.flush()) is not None:
+                yield self._call(stream, last)
 
-    def _stream(self, stream: str, positions: list[int]) -> None:
-        limit = self.config.max_call_bytes
-        calls, oversize = plan_calls([self.rows[p].data for p in positions], limit)
-        for i in oversize:
-            pos = positions[i]
-            self.failures[pos] = PermanentSinkError(
-                f"the event's row is {len(self.rows[pos].data)} bytes; a call takes at most "
-                f"{limit} (max_call_bytes)"
-            )
-        for call in calls:
-            self._post(stream, [positions[i] for i in call])
+    def _call(self, stream: str, positions: list[int]) -> Call:
+        data = [self.rows[p].data for p in positions]
+        return stream, positions, body_for(data, self.config.gzip_level)
 
-    def _post(self, stream: str, positions: list[int]) -> None:
+    def _post(self, stream: str, positions: list[int], body: bytes | None = None) -> None:
         data = [self.rows[p].data for p in positions]
         self.calls += 1
         try:
-            self.api.post(stream, body_for(data, self.config.gzip_level))
+            self.api.post(
+                stream, body if body is not None else body_for(data, self.config.gzip_level)
+            )
         except CallTooLargeError as exc:
             if len(positions) == 1:
                 self.failures[positions[0]] = PermanentSinkError(

@@ -1,7 +1,8 @@
 """The Microsoft Sentinel sink: the async face of the blocking Azure clients.
 
 The Azure SDK's sync client runs on this sink's own two threads (a long send never
-holds up a health check); the event loop only awaits. When the service asks us to wait
+holds up a health check), and a third encodes the next call of a batch while one is in
+flight (``_delivery``); the event loop only awaits. When the service asks us to wait
 (429 / 503 with ``Retry-After``), the sink holds: sends before that time fail at once,
 uncharged, without touching the network.
 """
@@ -46,6 +47,7 @@ class SentinelSink:
         self.config = config
         self._monotonic = monotonic
         self._pool = ThreadPoolExecutor(2, thread_name_prefix=f"sentinel-{config.name}")
+        self._encoder = ThreadPoolExecutor(1, thread_name_prefix=f"sentinel-{config.name}-rows")
         self._api: IngestionApi | None = None
         self._hold_until = 0.0
         self._closed = False
@@ -83,7 +85,7 @@ class SentinelSink:
             raise SinkUnavailableError(
                 f"holding: the service asked to wait {wait:.1f}s more", retry_after=wait
             )
-        failures = await self._off_loop(Delivery(api, self.config, batch).run)
+        failures = await self._off_loop(Delivery(api, self.config, batch, self._encoder).run)
         if not failures:
             return
         for error in failures.values():
@@ -121,3 +123,4 @@ class SentinelSink:
         if api is not None:
             await self._off_loop(api.close)
         self._pool.shutdown(wait=False)
+        self._encoder.shutdown(wait=False)

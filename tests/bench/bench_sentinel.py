@@ -15,7 +15,8 @@ Variants, run in turn in each round so a loaded machine weighs on all alike:
   client serialises and gzips them itself), same batch size, same credential kind.
 
 CPU µs per event is this process's CPU time (dispatcher, store threads, sink, client)
-divided by N. The emulators (HTTPS, test CA) run as their own process.
+divided by N, over the same span as the rate: ``drain`` from the first batch delivered to
+the last (scaled to N), ``drain+start`` from service start (start-up included). The emulators (HTTPS, test CA) run as their own process.
 
     PYTHONPATH=. python tests/bench/bench_sentinel.py [--events 20000] [--batch 1000] [--rounds 3]
 """
@@ -165,9 +166,9 @@ def settings_for(emulator: Emulator, tmp: Path, batch: int) -> Any:
     return load_settings(data=cfg)
 
 
-async def drain(emulator: Emulator, n: int, batch: int) -> tuple[float, float, float]:
-    """Steady-state seconds for n events, CPU seconds and wall seconds including start-up,
-    to drain n stored events through dispatcher + sink."""
+async def drain(emulator: Emulator, n: int, batch: int) -> tuple[float, float, float, float]:
+    """Steady-state seconds and CPU seconds for n events, then wall and CPU seconds
+    including start-up, to drain n stored events through dispatcher + sink."""
     with tempfile.TemporaryDirectory() as d:
         settings = settings_for(emulator, Path(d), batch)
         filler = Service(settings, dispatch=False)
@@ -178,7 +179,7 @@ async def drain(emulator: Emulator, n: int, batch: int) -> tuple[float, float, f
         delivered = service.metrics.delivered.labels("sentinel")
         started, cpu = time.perf_counter(), time.process_time()
         await service.start()
-        first: tuple[float, float] | None = None
+        first: tuple[float, float, float] | None = None
         try:
             # The dispatcher's own counter (rows the service answered 204 for, marked
             # delivered): polling it costs nothing, unlike asking the emulator over TLS.
@@ -186,13 +187,15 @@ async def drain(emulator: Emulator, n: int, batch: int) -> tuple[float, float, f
                 count = delivered._value.get()
                 now = time.perf_counter()
                 if count and first is None:
-                    first = (now, count)
+                    first = (now, count, time.process_time())
                 if count >= n and first is not None:
-                    cpu_used = time.process_time() - cpu
+                    cpu_now = time.process_time()
                     # Steady state: from the first batch delivered to the last, which
-                    # leaves out start-up (clients, health probe, first token) as bare does.
-                    steady = (now - first[0]) * n / max(1.0, n - first[1])
-                    return steady, cpu_used, now - started
+                    # leaves out start-up (clients, health probe, first token) as bare does;
+                    # its CPU over the same span, scaled the same way.
+                    scale = n / max(1.0, n - first[1])
+                    steady, steady_cpu = (now - first[0]) * scale, (cpu_now - first[2]) * scale
+                    return steady, steady_cpu, now - started, cpu_now - cpu
                 await asyncio.sleep(0.002)
         finally:
             await service.stop()
@@ -316,8 +319,8 @@ def main() -> None:
     }
 
     def run_drain(e: Emulator) -> None:
-        steady, cpu, total = asyncio.run(drain(e, n, size))
-        results["drain"].append((steady, cpu))
+        steady, steady_cpu, total, cpu = asyncio.run(drain(e, n, size))
+        results["drain"].append((steady, steady_cpu))
         results["drain+start"].append((total, cpu))
 
     runs: dict[str, Callable[[Emulator], None]] = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from hypothesis import given, settings
@@ -155,6 +155,64 @@ def test_time_generated_falls_back_to_received_at() -> None:
         assert row["TimeGenerated"] == row["ReceivedAt"]
     naive = json.loads(decision_row(make_event(1, occurred_at="2026-11-24T08:00:00")))
     assert naive["TimeGenerated"] == "2026-11-24T08:00:00.000Z"
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.floats(min_value=0, max_value=2.5e11))
+def test_iso_time_is_what_datetime_writes(epoch: float) -> None:
+    """The cached-seconds formatting gives datetime's text to the millisecond."""
+    moment = datetime.fromtimestamp(epoch, tz=timezone.utc)
+    expected = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert iso_time(epoch) == expected
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    occurred=st.datetimes().map(datetime.isoformat)
+    | st.datetimes(timezones=st.just(timezone.utc)).map(datetime.isoformat)
+    | st.datetimes().map(lambda d: d.isoformat(timespec="milliseconds") + "Z")
+    | st.sampled_from(
+        [
+            "2026-11-24T08:00:00.1234567+00:00",
+            "2026-11-24T08:00:00.12Z",
+            "2026-11-24 08:00:00Z",
+            "2026-11-24T08:00:00.123-00:00",
+            "2026-11-24T08:00:00.123+01:30",
+            "2026-11-24",
+            "2026-02-30T08:00:00Z",
+            "2026-11-24T08:00:00.\u0661\u0662\u0663Z",  # digits, not ASCII,
+        ]
+    )
+)
+def test_time_generated_is_the_event_time_in_utc(occurred: str) -> None:
+    """Whatever form the event time takes, TimeGenerated is that moment in UTC, to the
+    millisecond (cut, as datetime writes it), or ReceivedAt when Python cannot read it."""
+    row = json.loads(decision_row(raw_event(b"{}", occurred_at=occurred)))
+    try:
+        moment = datetime.fromisoformat(occurred.replace("Z", "+00:00"))
+    except ValueError:
+        assert row["TimeGenerated"] == row["ReceivedAt"]
+        return
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    text = moment.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+    assert row["TimeGenerated"] == text.replace("+00:00", "Z")
+
+
+def test_big_integers_and_non_json_numbers_stay_exact_in_text_columns() -> None:
+    """Integers over 64 bits are written in full (not rounded through a float), and bodies
+    only Python's parser reads (1e400) still give their row."""
+    big = 123456789012345678901234567890
+    body = f'{{"actor":{big},"action":{{"x":{big}}},"domain":[1.5,2]}}'.encode()
+    row = json.loads(decision_row(raw_event(body)))
+    assert row["Actor"] == str(big)
+    assert row["Action"] == f'{{"x":{big}}}'
+    assert row["Domain"] == "[1.5,2]"
+    assert row["Payload"]["actor"] == big
+    beyond = json.loads(decision_row(raw_event(b'{"risk":1e400,"actor":1.5,"domain":"d"}')))
+    assert (beyond["RiskScore"], beyond["Actor"], beyond["Domain"]) == (None, "1.5", "d")
+    pretty = json.loads(decision_row(raw_event(f'{{\n"actor": {big}\n}}'.encode())))
+    assert pretty["Payload"] == {"actor": big}
 
 
 def test_oversized_payload_is_left_out_whole_never_cut() -> None:
