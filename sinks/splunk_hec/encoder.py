@@ -2,8 +2,8 @@
 
 One HEC event object per stored event::
 
-    {"time": 1795939200.123, "host": ..., "source": "bighub-siem",
-     "sourcetype": "bighub:decision", "index": "bighub",
+    {"host": ..., "source": "bighub-siem", "sourcetype": "bighub:decision",
+     "index": "bighub", "time": 1795939200.123,
      "fields": {"event_id": ..., "event_type": ..., "category": ..., "actor": ..., "domain": ...},
      "event": <the export record, schema_version 1>}
 
@@ -150,17 +150,19 @@ class Encoder:
     def metadata(self, category: str) -> Metadata:
         return self.by_category.get(category, self.fallback)
 
-    def _meta_json(self, category: str) -> bytes:
-        """``,"host":..,"source":..,"sourcetype":..,"index":..`` for a category, cached."""
+    def _start(self, category: str) -> bytes:
+        """``{"host":..,"source":..,"sourcetype":..,"index":..,`` for a category, cached:
+        the object's opening and metadata keys (those set), ready for the rest."""
         cache: dict[str, bytes] = self._cache
         found = cache.get(category)
         if found is None:
             meta = self.metadata(category)
             found = b"".join(
-                b',"' + key.encode() + b'":' + orjson.dumps(getattr(meta, key))
+                b'"' + key.encode() + b'":' + orjson.dumps(getattr(meta, key)) + b","
                 for key in ("host", "source", "sourcetype", "index")
                 if getattr(meta, key) is not None
             )
+            found = b"{" + found
             if len(cache) < 64:  # categories are four; anything else is not cached
                 cache[category] = found
         return found
@@ -173,19 +175,21 @@ class Encoder:
         """
         payload = read_body(event.body) if self.payload_fields else None
         fields = indexed_fields(event, payload, self.payload_fields)
-        start = b'{"time":%b%b' % (
-            repr(event_time(event)).encode(),
-            self._meta_json(event.category),
-        )
+        start = self._start(event.category)
+        # One JSON encoding per event for time, fields and the record head (metadata keys
+        # come first, so the cached part needs no formatting per event):
+        # ``{"time":..,"fields":{..},"event":{..}}``, opened by ``start``.
         if self.mapper is not None:  # encoding = "ocsf": the OCSF record is the event
+            rest = _dumps({"time": event_time(event), "fields": fields})
             record = self.mapper.map(event).json()
-            return b"".join((start, b',"fields":', _dumps(fields), b',"event":', record, b"}"))
-        # One JSON encoding for fields and the record head: ``{"fields":{..},"event":{..}}``.
-        # Its last two bytes close the head and the object; the payload, spliced in as
-        # stored, goes between them.
-        rest = _dumps({"fields": fields, "event": event.export_record_head()})
+            return b"".join((start, rest[1:-1], b',"event":', record, b"}"))
+        rest = _dumps(
+            {"time": event_time(event), "fields": fields, "event": event.export_record_head()}
+        )
+        # The last two bytes of ``rest`` close the head and the object; the payload,
+        # spliced in as stored, goes between them.
         body = event.body.strip(b" \t\r\n")
-        return b"".join((start, b",", rest[1:-2], b',"payload":', body, b"}}"))
+        return b"".join((start, rest[1:-2], b',"payload":', body, b"}}"))
 
     def events(self, batch: Iterable[Event]) -> list[bytes]:
         return [self.event(e) for e in batch]
