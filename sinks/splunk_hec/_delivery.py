@@ -163,7 +163,11 @@ class Delivery:
         # Pieces are encoded (and gzipped) on a thread while the request before them is
         # on the wire: HEC's time and ours overlap instead of adding up.
         pieces = plan_pieces(todo)
-        ahead = asyncio.ensure_future(self._prepare(batch, rnd, pieces[0])) if pieces else None
+        ahead = (
+            asyncio.ensure_future(self._prepare(batch, rnd, pieces[0], alone=True))
+            if pieces
+            else None
+        )
         done = 0
         try:
             while ahead is not None:
@@ -185,14 +189,16 @@ class Delivery:
         self._finish(rnd, batch)
 
     async def _prepare(
-        self, batch: Sequence[Event], rnd: _Round, piece: list[int]
+        self, batch: Sequence[Event], rnd: _Round, piece: list[int], *, alone: bool = False
     ) -> tuple[list[tuple[list[int], bytes]], dict[int, SinkError]]:
         """Encode ``piece`` and build its request bodies (gzipped when configured).
 
         Encoding runs on the event loop in slices, yielding between them, so a request
         in flight is answered at once and ingress never waits more than a slice. (On a
         thread it held the GIL while the loop had a response to read: the request
-        before it took half as long again.) gzip runs on a thread: zlib releases the GIL.
+        before it took half as long again.) gzip runs on a thread, where zlib releases
+        the GIL, while a request is in flight; ``alone`` (the first piece: nothing to
+        overlap with) gzips in place, sparing the hand-off (~0.1 ms).
 
         Returns the requests (positions, body) and the events that cannot be encoded.
         """
@@ -213,7 +219,7 @@ class Delivery:
         for group in plan_requests(sizes, ready, self.config.max_request_bytes):
             body = b"".join([bodies[i] for i in group])
             if self.config.compression == "gzip":
-                body = await asyncio.to_thread(gzip_body, body)
+                body = gzip_body(body) if alone else await asyncio.to_thread(gzip_body, body)
             requests.append((group, body))
         return requests, failed
 
