@@ -2,9 +2,10 @@
 
 Modes (see ``_compare``), interleaved over ``--rounds`` rounds, batches of ``--batch``:
 
-- ``bare``: one ``httpx.AsyncClient`` posting the very request bodies the sink would post
-  (HEC event objects encoded, grouped into requests and gzipped before the clock
-  starts), checking each answer (and with ``--ack`` polling the ackIds);
+- ``bare``: one ``httpx.AsyncClient`` posting the very request bodies the sink posts
+  (HEC event objects encoded, cut into the sink's pieces and requests and gzipped
+  before the clock starts), one after another, checking each answer (and with
+  ``--ack`` polling the ackIds);
 - ``send``: ``SplunkHecSink.send()`` on the events: encoding, gzip, POST, answer
   handling (and with ``--ack`` the ack polling and its state file);
 - ``drain``: ``Store.ingest`` then the real ``Dispatcher`` through a ``SplunkHecSink``.
@@ -35,7 +36,12 @@ sys.path.insert(0, str(ROOT))
 
 from sinks import Event  # noqa: E402
 from sinks.splunk_hec import SplunkHecConfig, SplunkHecSink  # noqa: E402
-from sinks.splunk_hec.encoder import Encoder, gzip_body, plan_requests  # noqa: E402
+from sinks.splunk_hec.encoder import (  # noqa: E402
+    Encoder,
+    gzip_body,
+    plan_pieces,
+    plan_requests,
+)
 from tests.bench._compare import (  # noqa: E402
     Sample,
     drain,
@@ -115,13 +121,18 @@ def events(n: int, tag: str) -> list[Event]:
 
 
 def bodies(cfg: SplunkHecConfig, evs: Sequence[Event]) -> list[list[bytes]]:
-    """Per batch, the request bodies the sink would post (gzipped when configured)."""
+    """Per batch, the request bodies the sink posts: its pieces (``plan_pieces``), each
+    cut by ``max_request_bytes``, gzipped when configured."""
     encoder = Encoder.from_config(cfg)
     out = []
     for start in range(0, len(evs), cfg.batch_max_events):
         objects = encoder.events(evs[start : start + cfg.batch_max_events])
-        plans = plan_requests([len(o) for o in objects], range(len(objects)), cfg.max_request_bytes)
-        raw = [b"".join(objects[i] for i in plan) for plan in plans]
+        sizes = [len(o) for o in objects]
+        raw = [
+            b"".join(objects[i] for i in plan)
+            for piece in plan_pieces(range(len(objects)))
+            for plan in plan_requests(sizes, piece, cfg.max_request_bytes)
+        ]
         out.append([gzip_body(b) for b in raw] if cfg.compression == "gzip" else raw)
     return out
 

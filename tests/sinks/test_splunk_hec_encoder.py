@@ -11,7 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sinks.splunk_hec import Encoder, SplunkHecConfig
-from sinks.splunk_hec.encoder import event_time, gzip_body, indexed_fields, plan_requests
+from sinks.splunk_hec.encoder import (
+    event_time,
+    gzip_body,
+    indexed_fields,
+    plan_pieces,
+    plan_requests,
+)
 from tests.fakes.hec import TOKEN, make_event
 
 
@@ -145,6 +151,15 @@ def test_plan_requests_respects_the_byte_limit_and_order() -> None:
     assert plan_requests(sizes, range(6), 100) == [[0, 1], [2], [3], [4, 5]]
     assert plan_requests(sizes, [1, 4, 5], 100) == [[1, 4, 5]]
     assert plan_requests(sizes, [], 100) == []
+
+
+def test_plan_pieces_starts_small_then_takes_up_to_a_thousand() -> None:
+    """A small first piece, so HEC has work while the rest is encoded; order is kept."""
+    assert plan_pieces([]) == []
+    assert plan_pieces(range(10)) == [list(range(10))]
+    pieces = plan_pieces(range(2600))
+    assert [len(p) for p in pieces] == [250, 1000, 1000, 350]
+    assert [i for p in pieces for i in p] == list(range(2600))
 
 
 def test_gzip_body_round_trips_and_is_deterministic() -> None:

@@ -68,13 +68,26 @@ async def test_a_big_batch_goes_as_several_requests(hec: HecEmulator, tmp_path: 
 
 
 async def test_a_large_batch_is_sent_in_pieces_in_order(hec: HecEmulator, tmp_path: Path) -> None:
-    """1,000 events go as several requests (the next piece is encoded while one is in
+    """1,000 events go as a small first piece and the rest (encoded while the first is in
     flight): every event indexed once, in batch order."""
     batch = batch_of(1000)
     async with running(hec.url, tmp_path) as sink:
         await sink.send(batch)
-    assert len(hec.event_posts()) == 4
+    assert [r.events for r in hec.event_posts()] == [250, 750]
     assert hec.event_ids() == ids(batch)
+
+
+async def test_large_events_are_encoded_and_gzipped_in_bounded_steps(
+    hec: HecEmulator, tmp_path: Path
+) -> None:
+    """Events of ~300 KB: encoding yields to the loop after each, a first request too big
+    to gzip in place goes to a thread; every event indexed once, in order."""
+    batch = batch_of(6, note="z" * 300_000)
+    async with running(hec.url, tmp_path) as sink:
+        await sink.send(batch)
+    assert all(r.gzip for r in hec.event_posts())
+    assert hec.event_ids() == ids(batch)
+    assert_indexed_once(hec, ids(batch))
 
 
 # -- 413 -----------------------------------------------------------------------------------
