@@ -38,6 +38,7 @@ _MAX_HEADER = 4096  # longer signature headers are refused before any work
 _MAX_SIGNATURES = 16
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_ONE = re.compile(r"\s*v1=([0-9a-fA-F]{64})\s*", re.ASCII)
 
 
 def _mac(secret: bytes, timestamp: str, body: bytes) -> str:
@@ -70,6 +71,9 @@ def _parse_signatures(value: str | None) -> list[str]:
         raise HeaderError("signature header is missing")
     if len(value) > _MAX_HEADER:
         raise HeaderError("signature header is too long")
+    one = _ONE.fullmatch(value)
+    if one is not None:  # the usual header: a single value, no list to split
+        return [one[1].lower()]
     found = []
     for part in re.split(r"[,\s]+", value.strip()):
         scheme, sep, digest = part.partition("=")

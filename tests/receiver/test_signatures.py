@@ -158,3 +158,21 @@ def test_arbitrary_bodies_verify_when_signed(body: bytes) -> None:
     """Non-UTF-8 and arbitrary bodies are verified over their raw bytes."""
     header = signatures.signature_header(SECRET, NOW, body)
     assert _verify(body, header, str(NOW)) == NOW
+
+
+@given(
+    digest=st.text(alphabet="0123456789abcdefABCDEF", min_size=64, max_size=64),
+    before=st.sampled_from(["", " ", "\t", "  "]),
+    after=st.sampled_from(["", " ", "\t\n"]),
+)
+def test_one_value_read_as_in_a_list(digest: str, before: str, after: str) -> None:
+    """A lone ``v1=`` value (read without splitting) is read as it is inside a list."""
+    value = f"{before}v1={digest}{after}"
+    ts = str(int(time.time()))
+    alone = signatures.check_headers(
+        signature=value, timestamp=ts, tolerance_seconds=300, now=time.time
+    )
+    listed = signatures.check_headers(
+        signature=value + ",", timestamp=ts, tolerance_seconds=300, now=time.time
+    )
+    assert alone.signatures == listed.signatures == (digest.lower(),)
