@@ -47,7 +47,7 @@ from tests.bench.bench_ingest import (  # noqa: E402
 COMPONENTS: list[tuple[str, tuple[str, ...]]] = [
     # py-spy names each thread in its root frame (--threads): a store thread is charged
     # whole, its waits for work, the GIL or a CPU included.
-    ("SQLite writer thread (group commit)", ("): sqlite-write", "SQLiteStore._commit")),
+    ("SQLite writer thread (group commit)", ("): sqlite-write", "SQLiteStore._commit (")),
     ("store reads for the dispatcher (reader thread)", ("): sqlite-read",)),
     ("dispatcher + stdout sink", ("receiver/dispatcher.py", "/sinks/")),
     ("signature", ("receiver/signatures.py",)),
