@@ -126,9 +126,11 @@ def _parse_time(value: object) -> str | None:
         moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
     elif isinstance(value, str) and 0 < len(value) <= 64:
         if _UTC_Z.fullmatch(value):
-            # The common form (2026-11-24T08:00:00Z): without its Z it reads as a naive
-            # time that is already UTC, so no time zone object or conversion is needed.
-            return datetime.fromisoformat(value[:-1]).isoformat(timespec="milliseconds") + _UTC
+            # The common form (2026-11-24T08:00:00Z) is already UTC: the datetime only
+            # checks that the date and time exist (no February 30th); the text is kept,
+            # its fraction cut to milliseconds as isoformat(timespec="milliseconds") does.
+            datetime.fromisoformat(value[:-1])
+            return f"{value[:19]}.{(value[20:-1] + '000')[:3]}{_UTC}"
         moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=timezone.utc)
