@@ -34,7 +34,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -223,10 +223,12 @@ class SQLiteStore:
 
     # -- ingest (group commit) ----------------------------------------------------
 
-    async def ingest(
+    def ingest(
         self, event: NewEvent, *, alive: Callable[[], bool] | None = None
-    ) -> IngestResult:
-        return await self._committer.submit(event, alive)
+    ) -> Coroutine[Any, Any, IngestResult]:
+        # The committer's coroutine itself, not one wrapped in another: a request's task
+        # suspends and resumes through one coroutine frame fewer.
+        return self._committer.submit(event, alive)
 
     async def _commit_group(self, items: Sequence[NewEvent]) -> list[IngestResult]:
         try:
