@@ -10,8 +10,9 @@ which WAL lets run beside a write.
   a commit is in flight are committed together in the next transaction (group
   commit, ``_commit``), as one multi-row insert: a group that fits one statement is
   that one statement in autocommit mode (SQLite's implicit transaction), so the
-  writer thread gives up and takes back the GIL once per group, not once per
-  ``BEGIN``, row and ``COMMIT`` (each hand-back waited on the busy event loop).
+  writer thread gives up the GIL a few times per group (the sqlite3 module lets it
+  go around each step and reset), not for ``BEGIN``, every returned row and
+  ``COMMIT`` besides; each time, taking it back waited on the busy event loop.
 - dispatch bookkeeping (cursor moves, dead letters) runs with ``synchronous=NORMAL``:
   losing a cursor move in a power cut means the events are sent again, which
   at-least-once delivery allows; it never loses an event.
@@ -71,9 +72,15 @@ _ROWS_PER_INSERT = 500  # rows per multi-row INSERT statement (12 parameters eac
 
 @functools.lru_cache(maxsize=64)
 def _insert_sql(rows: int) -> str:
+    # Held ids are filtered out before the insert instead of left to ON CONFLICT: a row
+    # that conflicts still uses up an AUTOINCREMENT seq, and that gap would break the
+    # reading of seqs from lastrowid (``_insert``). The VALUES rows are scanned in order
+    # (a co-routine), so the seqs follow the order of the group.
     values = ",".join(["(?,?,?,?,?,?,?,?,?,?,?,?)"] * rows)
     return (
-        f"INSERT INTO events ({INSERT_EVENT_COLS}) VALUES {values}"
+        f"INSERT INTO events ({INSERT_EVENT_COLS}) SELECT * FROM (VALUES {values}) AS v"
+        " WHERE NOT EXISTS (SELECT 1 FROM events e"
+        " WHERE e.source = v.column1 AND e.event_id = v.column2)"
         " ON CONFLICT (source, event_id) DO NOTHING"
     )
 
@@ -281,10 +288,10 @@ class SQLiteStore:
 
         No ``RETURNING``: it hands each row back with its own step, and every step gives
         up the GIL. The rows one statement inserts take consecutive seqs in VALUES
-        order (AUTOINCREMENT gives each new row the largest seq ever used + 1, and this
-        thread is the only writer), so the cursor's ``lastrowid`` and ``rowcount`` say
-        them all when every row was new; a statement that met held ids reads back the
-        few seqs it made.
+        order (AUTOINCREMENT gives each new row the largest seq ever used + 1, held ids
+        never reach the insert, and the statement holds the write lock throughout), so
+        the cursor's ``lastrowid`` and ``rowcount`` say them all when every row was new;
+        a statement that met held ids reads back the seqs it made.
         """
         stored: dict[_group.Key, int] = {}
         for start in range(0, len(events), _ROWS_PER_INSERT):

@@ -175,3 +175,53 @@ def test_newer_schema_refused(tmp_path: Path) -> None:
 
     with pytest.raises(StoreError, match="newer"):
         run(go())
+
+
+def test_a_group_mixing_held_and_new_events_gets_the_seqs_it_wrote(tmp_path: Path) -> None:
+    """In one group commit, held ids are duplicates and each new id gets its own row's seq."""
+
+    async def go() -> None:
+        store = SQLiteStore(tmp_path / "s.db")
+        await store.open()
+        try:
+            first = await store.ingest(EV)
+            ids = ["n1", "e1", "n2", "n2", "n3"]
+            results = await asyncio.gather(*(store.ingest(replace(EV, event_id=i)) for i in ids))
+            db = store._write_db
+            assert db is not None
+            rows = dict(db.execute("SELECT event_id, seq FROM events").fetchall())
+        finally:
+            await store.close()
+        assert rows["e1"] == first.seq
+        outcomes = [r.outcome for r in results]
+        assert outcomes == [
+            IngestOutcome.ACCEPTED,
+            IngestOutcome.DUPLICATE,
+            IngestOutcome.ACCEPTED,
+            IngestOutcome.DUPLICATE,  # the second copy within the group
+            IngestOutcome.ACCEPTED,
+        ]
+        assert [results[i].seq for i in (0, 2, 4)] == [rows["n1"], rows["n2"], rows["n3"]]
+
+    run(go())
+
+
+def test_an_all_new_group_gets_consecutive_seqs_in_arrival_order(tmp_path: Path) -> None:
+    """Without RETURNING the seqs come from lastrowid: they match the rows, in order."""
+
+    async def go() -> None:
+        store = SQLiteStore(tmp_path / "s.db")
+        await store.open()
+        try:
+            results = await asyncio.gather(
+                *(store.ingest(replace(EV, event_id=f"a{i}")) for i in range(30))
+            )
+            db = store._write_db
+            assert db is not None
+            rows = dict(db.execute("SELECT event_id, seq FROM events").fetchall())
+        finally:
+            await store.close()
+        assert [r.seq for r in results] == [rows[f"a{i}"] for i in range(30)]
+        assert [r.seq for r in results] == sorted(r.seq for r in results)  # type: ignore[type-var]
+
+    run(go())
