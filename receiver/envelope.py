@@ -16,12 +16,16 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+import orjson
+
 from receiver.errors import EnvelopeError
 
 __all__ = ["Envelope", "category_of", "parse_envelope"]
 
 _EVENT_TYPE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 _MAX_ID = 256
+_UTC_Z = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?Z")
+_UTC = "+00:00"
 _CATEGORIES = {"decision_event": "decision", "rule": "rule", "approval": "approval"}
 
 
@@ -51,14 +55,33 @@ _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def _load_object(body: bytes) -> dict[str, Any]:
+    # orjson first (about a quarter of the standard decoder's cost), the standard
+    # decoder for whatever orjson refuses or reads differently, so what is accepted
+    # and what the envelope gets stay exactly the standard library's: orjson refuses
+    # some valid JSON (numbers overflowing a double such as 1e400, lone surrogate
+    # escapes, nesting past 1024) and reads integers past 64 bits as floats, which
+    # would change an integer id.
     try:
-        text = body.decode("utf-8")
-        value = _DECODER.decode(text)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise EnvelopeError("invalid_json", "body is not UTF-8 JSON") from None
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict) or _rounded_id(value):
+        value = _load_standard(body)
     if not isinstance(value, dict):
         raise EnvelopeError("invalid_envelope", "body is not a JSON object")
     return value
+
+
+def _rounded_id(obj: dict[str, Any]) -> bool:
+    """An id orjson may have read as a float (the standard decoder keeps it an integer)."""
+    return isinstance(obj.get("event_id"), float) or isinstance(obj.get("id"), float)
+
+
+def _load_standard(body: bytes) -> object:
+    try:
+        return _DECODER.decode(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise EnvelopeError("invalid_json", "body is not UTF-8 JSON") from None
 
 
 def _clean_id(value: object) -> str | None:
@@ -102,6 +125,12 @@ def _parse_time(value: object) -> str | None:
         seconds = value / 1000 if abs(value) > 1e11 else value  # epoch milliseconds
         moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
     elif isinstance(value, str) and 0 < len(value) <= 64:
+        if _UTC_Z.fullmatch(value):
+            # The common form (2026-11-24T08:00:00Z) is already UTC: the datetime only
+            # checks that the date and time exist (no February 30th); the text is kept,
+            # its fraction cut to milliseconds as isoformat(timespec="milliseconds") does.
+            datetime.fromisoformat(value[:-1])
+            return f"{value[:19]}.{(value[20:-1] + '000')[:3]}{_UTC}"
         moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=timezone.utc)

@@ -121,18 +121,10 @@ class _RequestLines:
         if not self.fast():
             getattr(structlog.get_logger(), level)(event, **fields)
             return
-        parts = [
-            f'{{"event":"{event}","level":"{level}","timestamp":"{self.timestamp()}"',
-        ]
+        parts = [f'{{"event":"{event}","level":"{level}","timestamp":"{self.timestamp()}"']
         for key, value in fields.items():
-            if value is None:
-                parts.append(f',"{key}":null')
-            elif isinstance(value, str):
-                parts.append(f',"{key}":{encode_basestring_ascii(value)}')
-            elif isinstance(value, bool):
-                parts.append(f',"{key}":{"true" if value else "false"}')
-            else:
-                parts.append(f',"{key}":{value!r}')
+            encode = _ENCODE.get(type(value))
+            parts.append(f',"{key}":{encode(value) if encode else _value(value)}')
         parts.append("}")
         line = "".join(parts)
         if level in ("debug", "info"):
@@ -141,6 +133,25 @@ class _RequestLines:
             _STDERR.warning(line)
 
 
+def _value(value: Field) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return encode_basestring_ascii(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
+
+
+# By exact type, the common case: one dict lookup instead of a chain of isinstance checks
+# (subclasses, such as a str enum, take ``_value``).
+_ENCODE: dict[type, Any] = {
+    str: encode_basestring_ascii,
+    int: repr,
+    float: repr,
+    bool: lambda v: "true" if v else "false",
+    type(None): lambda v: "null",
+}
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 _LINES = _RequestLines()
 

@@ -25,6 +25,7 @@ from receiver.errors import HeaderError, MismatchError, TimestampError
 
 __all__ = [
     "SCHEME",
+    "Keys",
     "SignedHeaders",
     "check_headers",
     "check_mac",
@@ -38,6 +39,7 @@ _MAX_HEADER = 4096  # longer signature headers are refused before any work
 _MAX_SIGNATURES = 16
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_ONE = re.compile(r"\s*v1=([0-9a-fA-F]{64})\s*", re.ASCII)
 
 
 def _mac(secret: bytes, timestamp: str, body: bytes) -> str:
@@ -70,6 +72,9 @@ def _parse_signatures(value: str | None) -> list[str]:
         raise HeaderError("signature header is missing")
     if len(value) > _MAX_HEADER:
         raise HeaderError("signature header is too long")
+    one = _ONE.fullmatch(value)
+    if one is not None:  # the usual header: a single value, no list to split
+        return [one[1].lower()]
     found = []
     for part in re.split(r"[,\s]+", value.strip()):
         scheme, sep, digest = part.partition("=")
@@ -109,18 +114,45 @@ def check_headers(
     return SignedHeaders(ts_text, ts, tuple(sent))
 
 
-def check_mac(body: bytes, headers: SignedHeaders, secrets: Sequence[bytes]) -> None:
+class Keys:
+    """The configured secrets, each keyed into an HMAC once: per request only the
+    timestamp and body are hashed (a copy of the keyed state skips hashing the key's
+    two padded blocks again)."""
+
+    __slots__ = ("_keyed",)
+
+    def __init__(self, secrets: Sequence[bytes]) -> None:
+        self._keyed = tuple(hmac.new(secret, digestmod="sha256") for secret in secrets)
+
+    def macs(self, timestamp: str, body: bytes) -> list[str]:
+        """The hex MAC of ``body`` at ``timestamp`` under every secret, in order."""
+        signed = timestamp.encode("ascii") + b"." + body
+        out = []
+        for keyed in self._keyed:
+            mac = keyed.copy()
+            mac.update(signed)
+            out.append(mac.hexdigest())
+        return out
+
+
+def check_mac(body: bytes, headers: SignedHeaders, secrets: Sequence[bytes] | Keys) -> None:
     """The MAC over the raw body, against every configured secret.
+
+    Args:
+        secrets: the secrets, or the same keyed once (``Keys``), which is cheaper.
 
     Raises:
         MismatchError: no secret yields any of the sent signatures.
     """
+    if isinstance(secrets, Keys):
+        expected = secrets.macs(headers.timestamp_text, body)
+    else:
+        expected = [_mac(secret, headers.timestamp_text, body) for secret in secrets]
     matched = False
     # Compare every pair without early exit so timing does not reveal which matched.
-    for secret in secrets:
-        expected = _mac(secret, headers.timestamp_text, body)
+    for mac in expected:
         for candidate in headers.signatures:
-            matched |= hmac.compare_digest(expected, candidate)
+            matched |= hmac.compare_digest(mac, candidate)
     if not matched:
         raise MismatchError("no signature matches a configured secret")
 

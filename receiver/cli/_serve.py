@@ -204,9 +204,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = load(args.config)
     configure_logging(settings.log)
-    # The event loop thread does many short syscalls and must win the GIL back quickly
-    # from the SQLite writer thread; the default 5 ms switch interval convoys responses.
-    sys.setswitchinterval(0.0005)
+    # The event loop thread and the SQLite writer thread hand the GIL back and forth
+    # (the writer takes it twice per group commit: to bind the group, and after the
+    # fsync). A thread that wants it waits up to one switch interval while the other
+    # runs Python: the default 5 ms convoys responses, and at 0.5 ms the two waits still
+    # tripled an 0.3 ms commit while the loop was busy. 0.1 ms: +8 % req/s (6 alternating
+    # rounds, tests/bench/RESULTS.md), the CPU per request unchanged.
+    sys.setswitchinterval(0.0001)
     # Objects made at start-up (settings, app, routes) never die: keep them out of every
     # collection, and collect the young generation less often; per-request garbage is
     # small and short-lived, and full collections were the p99 outliers.

@@ -12,7 +12,12 @@ from typing import Any
 
 import structlog
 from uvicorn._types import ASGI3Application, ASGIReceiveEvent
-from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_RE,
+    HEADER_VALUE_RE,
+    STATUS_LINE,
+    RequestResponseCycle,
+)
 
 from receiver.errors import RequestBodyError
 
@@ -91,6 +96,12 @@ class EdgeCycle(RequestResponseCycle):
         if start is None:
             await super().send(message)
             return
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            body = message.get("body", b"")
+            head = self._whole_head(start, len(body))
+            if head is not None:
+                await self._send_whole(head + body)
+                return
         real = self.transport
         batch = _WriteBatch(real)
         respond = self.on_response
@@ -110,6 +121,55 @@ class EdgeCycle(RequestResponseCycle):
             if self.on_response is flushed_then_respond:
                 self.on_response = respond
             batch.flush()
+
+    def _whole_head(self, start: Any, length: int) -> bytes | None:
+        """The head of a response whose whole body is known, built as uvicorn builds
+        it (default headers first, names lower-cased, the same checks); None when the
+        response needs more than this (HEAD, chunked, a Content-Length that is not the
+        body's, an access log): then uvicorn's own ``send`` writes it."""
+        if self.access_log or self.scope["method"] == "HEAD":
+            return None
+        content = [STATUS_LINE[start["status"]]]
+        close = False
+        length_seen = False
+        for name, value in (*self.default_headers, *start.get("headers", ())):
+            if HEADER_RE.search(name) or HEADER_VALUE_RE.search(value):
+                return None  # uvicorn's send raises for these
+            name = name.lower()
+            if name == b"content-length":
+                if length_seen or value != b"%d" % length:
+                    return None
+                length_seen = True
+            elif name == b"transfer-encoding":
+                return None
+            elif name == b"connection":
+                close = close or b"close" in [t.lower().strip() for t in value.split(b",")]
+            content.extend((name, b": ", value, b"\r\n"))
+        if not length_seen:
+            return None
+        if close:
+            self.keep_alive = False
+        elif not self.keep_alive:
+            content.append(b"connection: close\r\n")
+        content.append(b"\r\n")
+        return b"".join(content)
+
+    async def _send_whole(self, data: bytes) -> None:
+        # uvicorn's send for the head and then the last body part, in one write.
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()
+        if self.disconnected:
+            return
+        self.response_started = True
+        self.waiting_for_100_continue = False
+        self.chunked_encoding = False
+        self.expected_content_length = 0
+        self.transport.write(data)
+        self.response_complete = True
+        self.message_event.set()
+        if not self.keep_alive:
+            self.transport.close()
+        self.on_response()
 
     async def run_asgi(self, app: ASGI3Application) -> None:
         # The last guard: our applications answer every client behaviour themselves, so

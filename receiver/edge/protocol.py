@@ -155,7 +155,11 @@ class EdgeProtocol(HttpToolsProtocol):
         if self._header_count > self._limits.max_header_count:
             self._refusal = "too_many_headers"
             raise _Refused
-        super().on_header(name, value)
+        # uvicorn's on_header, inline: called once per header of every request.
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._parsing = _BODY

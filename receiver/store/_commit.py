@@ -74,6 +74,7 @@ class GroupCommitter:
         self._bytes = 0
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._running = False
         self.commits = 0
 
     @property
@@ -87,10 +88,18 @@ class GroupCommitter:
             for n in range(self._writers_wanted)
         ]
         self._tasks.append(asyncio.create_task(self._sweep_loop(), name="group-commit-sweeper"))
+        self._running = True
+        for task in self._tasks:
+            # Told when any task ends, so ``running`` is a flag read per ingest call
+            # rather than a walk over the tasks.
+            task.add_done_callback(self._task_ended)
+
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
+        self._running = False
 
     @property
     def running(self) -> bool:
-        return bool(self._tasks) and not any(t.done() for t in self._tasks)
+        return self._running
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -99,6 +108,7 @@ class GroupCommitter:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        self._running = False
         closed = StoreError("store closed")
         for call in self._queue:
             _fail(call, closed)

@@ -8,7 +8,11 @@ which WAL lets run beside a write.
 - ingest commits run with ``synchronous=FULL``: a commit returns only after the WAL
   is fsynced, and only then does the HTTP answer go out. Requests that arrive while
   a commit is in flight are committed together in the next transaction (group
-  commit, ``_commit``), as one multi-row insert.
+  commit, ``_commit``), as one multi-row insert: a group that fits one statement is
+  that one statement in autocommit mode (SQLite's implicit transaction), so the
+  writer thread gives up the GIL a few times per group (the sqlite3 module lets it
+  go around each step and reset), not for ``BEGIN``, every returned row and
+  ``COMMIT`` besides; each time, taking it back waited on the busy event loop.
 - dispatch bookkeeping (cursor moves, dead letters) runs with ``synchronous=NORMAL``:
   losing a cursor move in a power cut means the events are sent again, which
   at-least-once delivery allows; it never loses an event.
@@ -26,11 +30,12 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -63,6 +68,21 @@ __all__ = ["SQLiteStore", "sqlite_path"]
 
 T = TypeVar("T")
 _ROWS_PER_INSERT = 500  # rows per multi-row INSERT statement (12 parameters each)
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_sql(rows: int) -> str:
+    # Held ids are filtered out before the insert instead of left to ON CONFLICT: a row
+    # that conflicts still uses up an AUTOINCREMENT seq, and that gap would break the
+    # reading of seqs from lastrowid (``_insert``). The VALUES rows are scanned in order
+    # (a co-routine), so the seqs follow the order of the group.
+    values = ",".join(["(?,?,?,?,?,?,?,?,?,?,?,?)"] * rows)
+    return (
+        f"INSERT INTO events ({INSERT_EVENT_COLS}) SELECT * FROM (VALUES {values}) AS v"
+        " WHERE NOT EXISTS (SELECT 1 FROM events e"
+        " WHERE e.source = v.column1 AND e.event_id = v.column2)"
+        " ON CONFLICT (source, event_id) DO NOTHING"
+    )
 
 
 def sqlite_path(url: str) -> Path:
@@ -210,10 +230,12 @@ class SQLiteStore:
 
     # -- ingest (group commit) ----------------------------------------------------
 
-    async def ingest(
+    def ingest(
         self, event: NewEvent, *, alive: Callable[[], bool] | None = None
-    ) -> IngestResult:
-        return await self._committer.submit(event, alive)
+    ) -> Coroutine[Any, Any, IngestResult]:
+        # The committer's coroutine itself, not one wrapped in another: a request's task
+        # suspends and resumes through one coroutine frame fewer.
+        return self._committer.submit(event, alive)
 
     async def _commit_group(self, items: Sequence[NewEvent]) -> list[IngestResult]:
         try:
@@ -226,18 +248,24 @@ class SQLiteStore:
         if db is None:
             raise sqlite3.OperationalError("store is not open")
         self.synchronous(db, "FULL")  # this commit is what the 2xx promises
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            p = self._plan(items)
-            take = sorted(p.take)  # arrival order: the log keeps the order requests came in
-            stored = self._insert(db, [items[i] for i in take])
-            held = self._held(db, [items[i] for i in p.over])
-            db.execute("COMMIT")  # synchronous=FULL: returns after the WAL fsync
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        added = [items[i] for i in take if _group.key(items[i]) in stored]
+        p = self._plan(items)
+        take = sorted(p.take)  # arrival order: the log keeps the order requests came in
+        new = [items[i] for i in take]
+        if not p.over and len(new) <= _ROWS_PER_INSERT:
+            # The common group: one INSERT, committed (WAL fsynced) before execute returns.
+            stored = self._insert(db, new)
+            held: set[_group.Key] = set()
+        else:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                stored = self._insert(db, new)
+                held = self._held(db, [items[i] for i in p.over])
+                db.execute("COMMIT")  # synchronous=FULL: returns after the WAL fsync
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        added = [ev for ev in new if _group.key(ev) in stored]
         with self._spool_lock:
             self._spool[0] += sum(len(e.body) for e in added)
             self._spool[1] += len(added)
@@ -256,6 +284,15 @@ class SQLiteStore:
 
     @staticmethod
     def _insert(db: sqlite3.Connection, events: Sequence[NewEvent]) -> dict[_group.Key, int]:
+        """Insert ``events`` (keys distinct) unless held; the seq of each one inserted.
+
+        No ``RETURNING``: it hands each row back with its own step, and every step gives
+        up the GIL. The rows one statement inserts take consecutive seqs in VALUES
+        order (AUTOINCREMENT gives each new row the largest seq ever used + 1, held ids
+        never reach the insert, and the statement holds the write lock throughout), so
+        the cursor's ``lastrowid`` and ``rowcount`` say them all when every row was new;
+        a statement that met held ids reads back the seqs it made.
+        """
         stored: dict[_group.Key, int] = {}
         for start in range(0, len(events), _ROWS_PER_INSERT):
             chunk = events[start : start + _ROWS_PER_INSERT]
@@ -275,13 +312,18 @@ class SQLiteStore:
                     len(ev.body),
                     ev.body,
                 )
-            values = ",".join(["(?,?,?,?,?,?,?,?,?,?,?,?)"] * len(chunk))
-            for seq, source, event_id in db.execute(
-                f"INSERT INTO events ({INSERT_EVENT_COLS}) VALUES {values}"
-                " ON CONFLICT (source, event_id) DO NOTHING RETURNING seq, source, event_id",
-                params,
-            ):
-                stored[(source, event_id)] = int(seq)
+            cur = db.execute(_insert_sql(len(chunk)), params)
+            inserted, last = cur.rowcount, cur.lastrowid
+            if inserted == len(chunk) and last is not None:
+                first = last - inserted + 1
+                for n, ev in enumerate(chunk):
+                    stored[(ev.source, ev.event_id)] = first + n
+            elif inserted > 0 and last is not None:
+                for seq, source, event_id in db.execute(
+                    "SELECT seq, source, event_id FROM events WHERE seq BETWEEN ? AND ?",
+                    (last - inserted + 1, last),
+                ):
+                    stored[(source, event_id)] = int(seq)
         return stored
 
     @staticmethod

@@ -5,7 +5,10 @@ logging at the default ``info`` level), loads it with wrk (pre-signed unique eve
 samples every thread with py-spy (idle threads excluded, so samples follow CPU) and
 charges each sample to the innermost frame that belongs to a known component (stdlib
 frames such as ``json`` or ``asyncio`` are charged to the component that called them).
-The shares are multiplied by the measured CPU µs per request.
+The shares are multiplied by the measured CPU µs per request. Samples count a thread
+while it runs or waits for a CPU, so on a busy machine the shares lean towards threads
+that wait a lot; the second table, CPU time per thread from ``/proc`` (user and system),
+is the exact figure for each thread.
 
     PYTHONPATH=. .venv/bin/python tests/bench/profile_ingest.py --seconds 15
 
@@ -17,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -40,8 +45,10 @@ from tests.bench.bench_ingest import (  # noqa: E402
 # within one frame the first component listed wins. stdlib frames (json, hmac, asyncio
 # futures) are thereby charged to the component that called them.
 COMPONENTS: list[tuple[str, tuple[str, ...]]] = [
-    ("SQLite writer thread (group commit)", ("SQLiteStore._commit", "SQLiteStore._write")),
-    ("store reads and marks for the dispatcher", ("SQLiteStore._work",)),
+    # py-spy names each thread in its root frame (--threads): a store thread is charged
+    # whole, its waits for work, the GIL or a CPU included.
+    ("SQLite writer thread (group commit)", ("): sqlite-write", "SQLiteStore._commit (")),
+    ("store reads for the dispatcher (reader thread)", ("): sqlite-read",)),
     ("dispatcher + stdout sink", ("receiver/dispatcher.py", "/sinks/")),
     ("signature", ("receiver/signatures.py",)),
     ("envelope", ("receiver/envelope.py",)),
@@ -51,11 +58,17 @@ COMPONENTS: list[tuple[str, tuple[str, ...]]] = [
     ("Starlette", ("starlette/",)),
     (
         "webhook handler (endpoints, app, service)",
-        ("receiver/endpoints.py", "receiver/app.py", "receiver/service.py", "receiver/routing.py"),
+        (
+            "receiver/webhook.py",
+            "receiver/endpoints.py",
+            "receiver/app.py",
+            "receiver/service.py",
+            "receiver/routing.py",
+        ),
     ),
     ("edge protocol (receiver/edge)", ("receiver/edge/",)),
     ("uvicorn + httptools", ("uvicorn/", "httptools/")),
-    ("event loop (uvloop C code, asyncio)", ("uvloop/", "asyncio/", "Runner.run")),
+    ("event loop (uvloop C code, asyncio)", ("uvloop/", "asyncio/", "Runner.run", "): MainThread")),
 ]
 
 
@@ -75,11 +88,36 @@ def component(stack: str) -> str:
     return "other"
 
 
-def attribute(raw: Path) -> dict[str, int]:
+def thread_cpu(pid: int) -> dict[int, tuple[float, float]]:
+    """(user, system) CPU seconds of each thread of ``pid``."""
+    out = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        out[int(task.name)] = (int(fields[11]) / tick, int(fields[12]) / tick)
+    return out
+
+
+def thread_names(raw: Path) -> dict[int, str]:
+    """Thread id -> name, from the root frames py-spy writes with ``--threads``."""
+    names = {}
+    for line in raw.read_text().splitlines():
+        m = re.match(r"thread \((?:0x)?([0-9a-fA-F]+)\): ([^;]+?)(?: \(|;|$)", line)
+        if m:
+            with contextlib.suppress(ValueError):
+                names[int(m[1])] = m[2]
+    return names
+
+
+def attribute(raw: Path, only: str = "") -> dict[str, int]:
+    """Samples per component; ``only``: stacks whose root frame holds this text."""
     counts: collections.Counter[str] = collections.Counter()
     for line in raw.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
-        if stack and n.isdigit():
+        if stack and n.isdigit() and only in stack.split(";", 1)[0]:
             counts[component(stack)] += int(n)
     return dict(counts)
 
@@ -121,6 +159,7 @@ def main() -> int:
                 "-d",
                 str(args.seconds),
                 "--nonblocking",
+                "--threads",
                 "--full-filenames",
             ],
             stdout=subprocess.DEVNULL,
@@ -128,6 +167,7 @@ def main() -> int:
         )
         time.sleep(0.5)
         cpu0 = cpu_seconds(proc.pid)
+        per_thread0 = thread_cpu(proc.pid)
         result = run_wrk(
             url,
             reqs,
@@ -138,6 +178,7 @@ def main() -> int:
             delay_ms=0,
         )
         cpu_us = (cpu_seconds(proc.pid) - cpu0) / result["requests"] * 1e6
+        per_thread1 = thread_cpu(proc.pid)
         spy.wait(timeout=args.seconds + 30)
     finally:
         proc.terminate()
@@ -150,10 +191,38 @@ def main() -> int:
         f"load average: {os.getloadavg()[0]:.2f}; {result['rps']:.0f} req/s;"
         f" server CPU {cpu_us:.0f} µs/request; {total} samples"
     )
+    print("\nSamples (a thread counts while it runs or waits for a CPU):\n")
     print("| component | share | CPU µs/request |")
     print("|---|---|---|")
     for name, n in sorted(counts.items(), key=lambda kv: -kv[1]):
         print(f"| {name} | {n / total:.1%} | {n / total * cpu_us:.0f} |")
+    per = 1e6 / result["requests"]
+    names = thread_names(raw)
+    used = {}
+    for tid, (user1, sys1) in per_thread1.items():
+        user0, sys0 = per_thread0.get(tid, (0.0, 0.0))
+        used[tid] = ((user1 - user0) * per, (sys1 - sys0) * per)
+    print("\nCPU time per thread (/proc):\n")
+    print("| thread | CPU µs/request | user | system |")
+    print("|---|---|---|---|")
+    for tid, (user, system) in sorted(used.items(), key=lambda kv: -sum(kv[1])):
+        if user + system >= 0.5:
+            name = names.get(tid, "MainThread" if tid == proc.pid else str(tid))
+            print(f"| {name} | {user + system:.0f} | {user:.0f} | {system:.0f} |")
+    # The event loop thread's samples split its exact CPU time by component; every
+    # other thread is charged whole with its own CPU time.
+    main = attribute(raw, only="): MainThread")
+    main_total = sum(main.values()) or 1
+    main_cpu = sum(used.get(proc.pid, (0.0, 0.0)))
+    print("\nCPU µs/request by component (event loop thread by its samples, others whole):\n")
+    print("| component | CPU µs/request |")
+    print("|---|---|")
+    rows = {name: n / main_total * main_cpu for name, n in main.items()}
+    for tid, (user, system) in used.items():
+        if tid != proc.pid and user + system >= 0.5:
+            rows[f"thread {names.get(tid, tid)}"] = user + system
+    for name, value in sorted(rows.items(), key=lambda kv: -kv[1]):
+        print(f"| {name} | {value:.1f} |")
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

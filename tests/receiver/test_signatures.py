@@ -158,3 +158,48 @@ def test_arbitrary_bodies_verify_when_signed(body: bytes) -> None:
     """Non-UTF-8 and arbitrary bodies are verified over their raw bytes."""
     header = signatures.signature_header(SECRET, NOW, body)
     assert _verify(body, header, str(NOW)) == NOW
+
+
+@given(
+    digest=st.text(alphabet="0123456789abcdefABCDEF", min_size=64, max_size=64),
+    before=st.sampled_from(["", " ", "\t", "  "]),
+    after=st.sampled_from(["", " ", "\t\n"]),
+)
+def test_one_value_read_as_in_a_list(digest: str, before: str, after: str) -> None:
+    """A lone ``v1=`` value (read without splitting) is read as it is inside a list."""
+    value = f"{before}v1={digest}{after}"
+    ts = str(int(time.time()))
+    alone = signatures.check_headers(
+        signature=value, timestamp=ts, tolerance_seconds=300, now=time.time
+    )
+    listed = signatures.check_headers(
+        signature=value + ",", timestamp=ts, tolerance_seconds=300, now=time.time
+    )
+    assert alone.signatures == listed.signatures == (digest.lower(),)
+
+
+@given(
+    body=st.binary(max_size=512),
+    secrets=st.lists(st.binary(min_size=1, max_size=80), min_size=1, max_size=3),
+    signer=st.integers(min_value=0, max_value=2),
+)
+def test_keyed_secrets_verify_as_the_secrets_do(
+    body: bytes, secrets: list[bytes], signer: int
+) -> None:
+    """``Keys`` (secrets keyed once) accepts and refuses exactly what the secrets do."""
+    ts = int(time.time())
+    signer_key = secrets[signer % len(secrets)] if signer < 2 else b"another secret"
+    headers = signatures.check_headers(
+        signature=signatures.signature_header(signer_key, ts, body),
+        timestamp=str(ts),
+        tolerance_seconds=300,
+        now=time.time,
+    )
+    outcomes = []
+    for form in (secrets, signatures.Keys(secrets)):
+        try:
+            signatures.check_mac(body, headers, form)
+            outcomes.append(True)
+        except MismatchError:
+            outcomes.append(False)
+    assert outcomes[0] == outcomes[1] == (signer_key in secrets)

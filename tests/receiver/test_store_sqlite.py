@@ -175,3 +175,44 @@ def test_newer_schema_refused(tmp_path: Path) -> None:
 
     with pytest.raises(StoreError, match="newer"):
         run(go())
+
+
+def _ingest_together(path: Path, first: list[str], ids: list[str]):  # type: ignore[no-untyped-def]
+    """Ingest ``first`` one by one, then ``ids`` at once (one group commit); the results
+    of ``ids`` and every stored event id's seq."""
+
+    async def go():  # type: ignore[no-untyped-def]
+        store = SQLiteStore(path)
+        await store.open()
+        try:
+            for event_id in first:
+                await store.ingest(replace(EV, event_id=event_id))
+            results = await asyncio.gather(*(store.ingest(replace(EV, event_id=i)) for i in ids))
+            db = store._write_db
+            assert db is not None
+            return results, dict(db.execute("SELECT event_id, seq FROM events").fetchall())
+        finally:
+            await store.close()
+
+    return run(go())
+
+
+def test_a_group_mixing_held_and_new_events_gets_the_seqs_it_wrote(tmp_path: Path) -> None:
+    """In one group commit, held ids are duplicates and each new id gets its own row's seq."""
+    results, rows = _ingest_together(tmp_path / "s.db", ["e1"], ["n1", "e1", "n2", "n2", "n3"])
+    assert [r.outcome for r in results] == [
+        IngestOutcome.ACCEPTED,
+        IngestOutcome.DUPLICATE,
+        IngestOutcome.ACCEPTED,
+        IngestOutcome.DUPLICATE,  # the second copy within the group
+        IngestOutcome.ACCEPTED,
+    ]
+    assert [results[i].seq for i in (0, 2, 4)] == [rows["n1"], rows["n2"], rows["n3"]]
+    assert sorted(rows.values()) == list(range(1, 5))  # no seq used up by the held id
+
+
+def test_an_all_new_group_gets_consecutive_seqs_in_arrival_order(tmp_path: Path) -> None:
+    """Without RETURNING the seqs come from lastrowid: they match the rows, in order."""
+    ids = [f"a{i}" for i in range(30)]
+    results, rows = _ingest_together(tmp_path / "s.db", [], ids)
+    assert [r.seq for r in results] == [rows[i] for i in ids] == list(range(1, 31))
