@@ -298,7 +298,7 @@ class Dispatcher:
         limit = 1 if lease.attempts >= self.policy.max_attempts else self.config.batch_max_events
         fill_wait = self.config.batch_max_wait_seconds if limit > 1 else 0.0
         batch = await self._ahead.take(lease) if self._ahead.pending else None
-        if batch is None or not (batch.more or (batch.events and fill_wait == 0)):
+        if batch is None or not (batch.events or batch.filling):  # nothing ahead: look now
             batch = await self.store.read(
                 lease,
                 self.route,
@@ -356,8 +356,10 @@ class Dispatcher:
         max_age = self.config.max_age_seconds
         expired = [i for i, e in enumerate(batch.events) if now - e.received_at > max_age]
         to_send = [e for i, e in enumerate(batch.events) if i not in expired]
-        if self.read_ahead:  # under a backlog, read the next batch while this one is sent
-            self._ahead.begin(self.store, self.route, self.config, lease, batch)
+        # Under a backlog, read the next batch while this one is sent; not while webhooks
+        # are paced ahead of export: the pacer counts a batch from its read on.
+        if self.read_ahead and not (self.pacer is not None and self.pacer.limiting):
+            self._ahead.begin(self.store, self.route, self.config, lease, batch, now)
         started = time.monotonic()
         error = await self._send(to_send) if to_send else None
         log.info(

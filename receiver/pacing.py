@@ -43,6 +43,11 @@ class DrainPacer:
     def ingesting(self) -> bool:
         return self.clock() - self._last_ingest < _ACTIVE_SECONDS
 
+    @property
+    def limiting(self) -> bool:
+        """Export is being held to its share now (webhooks are arriving)."""
+        return self.share < 1 and self.ingesting
+
     def spent(self, seconds: float) -> None:
         """A dispatcher spent ``seconds`` on a batch."""
         if self.share < 1 and self.ingesting:

@@ -45,16 +45,34 @@ class ReadAhead:
         return self._task is not None
 
     def begin(
-        self, store: Store, route: Route, config: SinkConfig, lease: Lease, batch: LogBatch
+        self,
+        store: Store,
+        route: Route,
+        config: SinkConfig,
+        lease: Lease,
+        batch: LogBatch,
+        now: float,
     ) -> None:
         """Read the batch after ``batch`` (about to be sent under ``lease``) if there is a
-        backlog: the batch was cut by a limit and the head has no failures charged."""
+        backlog: the batch was cut by a limit and the head has no failures charged.
+
+        The read is the loop's own, fill rule included: if what follows is a batch still
+        filling, it loads no bodies and says so (``ready_at``, ``filling``), and the loop
+        waits on it as on any read. So under steady traffic, where the next batch is
+        rarely full yet, reading ahead costs a light scan and is never thrown away."""
         largest = config.batch_max_bytes + config.batch_max_events * EVENT_BYTES
         if not batch.more or lease.attempts or largest > MAX_BYTES:
             return
         after = dataclasses.replace(lease, position=batch.scanned_to)
-        limit, max_bytes = config.batch_max_events, config.batch_max_bytes
-        self.start(store.read(after, route, limit=limit, max_bytes=max_bytes), after)
+        read = store.read(
+            after,
+            route,
+            limit=config.batch_max_events,
+            max_bytes=config.batch_max_bytes,
+            fill_wait=config.batch_max_wait_seconds,
+            now=now,
+        )
+        self.start(read, after)
 
     def start(self, read: Awaitable[LogBatch], start: Lease) -> None:
         """Begin ``read``, which reads the log after ``start.position``."""

@@ -11,6 +11,7 @@ from typing import Any
 from receiver.dispatcher import Dispatcher
 from receiver.errors import StoreError
 from receiver.metrics import Metrics
+from receiver.pacing import DrainPacer
 from receiver.readahead import EVENT_BYTES, MAX_BYTES
 from receiver.store import LogBatch, SQLiteStore
 from sinks import Event, PartialDeliveryError, RetryableSinkError, SinkError
@@ -40,6 +41,7 @@ async def drain(
     read_ahead: bool = True,
     failing_read: int = 0,
     max_bytes: int = 1 << 20,
+    pacer: DrainPacer | None = None,
 ) -> None:
     store = SQLiteStore(tmp / "spool.db")
     await store.open()
@@ -64,6 +66,7 @@ async def drain(
         Metrics(),
         poll_seconds=0.02,
         read_ahead=read_ahead,
+        pacer=pacer,
     )
     d.start()
     try:
@@ -102,6 +105,29 @@ def test_sinks_with_large_batches_do_not_read_ahead(tmp_path: Path) -> None:
     assert sink.reads_at_end == [1, 2, 3, 4, 5]
 
 
+def test_no_read_ahead_while_webhooks_are_paced_first(tmp_path: Path) -> None:
+    """The pacer counts a batch's time from its read: a read done ahead, beside the
+    send, would be export work outside the share webhooks leave it."""
+    pacer = DrainPacer(0.99)
+
+    async def busy() -> None:
+        while True:
+            pacer.ingested()
+            await asyncio.sleep(0.005)
+
+    async def go(sink: SlowSink) -> None:
+        webhooks = asyncio.ensure_future(busy())
+        try:
+            await drain(tmp_path, sink, pacer=pacer)
+        finally:
+            webhooks.cancel()
+
+    sink = SlowSink()
+    asyncio.run(go(sink))
+    assert sink.delivered == IDS
+    assert sink.reads_at_end == [1, 2, 3, 4, 5]
+
+
 def test_a_retry_throws_the_read_ahead_away(tmp_path: Path) -> None:
     sink = SlowSink(fail={2: RetryableSinkError("busy")})
     asyncio.run(drain(tmp_path, sink))
@@ -125,3 +151,43 @@ def test_a_failed_read_ahead_is_read_again(tmp_path: Path) -> None:
     sink = SlowSink()
     asyncio.run(drain(tmp_path, sink, failing_read=2))  # read 2 is the first read-ahead
     assert sink.delivered == IDS
+
+
+def test_under_steady_traffic_no_batch_is_read_twice(tmp_path: Path) -> None:
+    """Events keep arriving while batches are sent and batches wait to fill: a read ahead
+    that finds a batch still filling loads no bodies and is waited on, not thrown away,
+    so every batch loaded is a batch sent."""
+
+    async def go() -> tuple[SlowSink, int]:
+        store = SQLiteStore(tmp_path / "spool.db")
+        await store.open()
+        for i in range(25):
+            await store.ingest(new_event(i))
+        real_read = store.read
+        loaded = 0
+
+        async def read(*args: Any, **kwargs: Any) -> LogBatch:
+            nonlocal loaded
+            batch = await real_read(*args, **kwargs)
+            loaded += bool(batch.events)
+            return batch
+
+        store.read = read  # type: ignore[method-assign]
+        sink = SlowSink()
+        cfg = config(batch_max_events=10, batch_max_wait_seconds=0.05)
+        d = Dispatcher(sink, cfg, store, Metrics(), poll_seconds=0.02)
+        d.start()
+        try:
+            for i in range(25, 50):
+                await store.ingest(new_event(i))
+                d.notify()
+                await asyncio.sleep(0.005)
+            await run_until(lambda: len(sink.delivered) == len(IDS))
+        finally:
+            await d.stop()
+            await store.close()
+        return sink, loaded
+
+    sink, loaded = asyncio.run(go())
+    assert sink.delivered == IDS
+    assert loaded == sink.calls, (loaded, sink.calls)
