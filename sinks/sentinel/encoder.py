@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import gzip
 import json
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
@@ -120,11 +119,6 @@ class Row(NamedTuple):
     data: bytes
 
 
-class _Inexact(Exception):
-    """A number read by orjson is to be written as text and the body may hold an integer
-    too big for 64 bits (orjson reads those as floats): build the row from the exact parse."""
-
-
 def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -137,8 +131,6 @@ _CANONICAL_MAX = 4096
 # fractions both Python 3.10 and 3.11+ read, then UTC as "Z", "+00:00" or nothing (naive
 # times are taken as UTC).
 _UTC_SUFFIXES = ("Z", "+00:00", "")
-# Integers orjson reads exactly have at most 19 digits (20 for the top of uint64).
-_LONG_DIGITS = re.compile(rb"\d{19}")
 
 
 def iso_time(epoch: float) -> str:
@@ -199,28 +191,16 @@ def _time_generated(event: Event, received: str) -> str:
     return received
 
 
-def _parse(body: bytes) -> tuple[Any, bool]:
-    """The body parsed, and whether exactly: orjson reads the usual body five times faster
-    than ``json``, but reads integers over 64 bits as floats and refuses what ``json``
-    takes (lone surrogate escapes, NaN, 1e400), which ``json`` then reads."""
-    try:
-        return orjson.loads(body), False
-    except orjson.JSONDecodeError:
-        return json.loads(body), True
-
-
 class _Fields:
     """The body's top-level object and its ``data`` object, read key by key."""
 
-    __slots__ = ("body", "exact", "nested", "top")
+    __slots__ = ("nested", "top")
 
-    def __init__(self, payload: Any, exact: bool, body: bytes) -> None:
+    def __init__(self, payload: Any) -> None:
         # The parsers give dicts: a plain type check is much cheaper than an ABC's.
         self.top: dict[str, Any] = payload if isinstance(payload, dict) else {}
         nested = self.top.get("data")
         self.nested: dict[str, Any] = nested if isinstance(nested, dict) else {}
-        self.exact = exact
-        self.body = body
 
     def pick(self, *names: str) -> Any:
         """The first of ``names`` present (not null), at the top, else in ``data``."""
@@ -238,12 +218,7 @@ class _Fields:
         return None
 
     def text(self, value: Any, *keys: str) -> str | None:
-        """A summary string: strings as they are, objects by one of ``keys`` or as JSON.
-
-        Raises:
-            _Inexact: a float or an object from the fast parse is to be written as text,
-                and the body has a run of digits that may be an integer orjson rounded.
-        """
+        """A summary string: strings as they are, objects by one of ``keys`` or as JSON."""
         if value is None:
             return None
         if isinstance(value, str):
@@ -255,10 +230,6 @@ class _Fields:
                     return self.text(inner)
         if isinstance(value, bool):
             return "true" if value else "false"
-        if not self.exact and not isinstance(value, int):
-            if _LONG_DIGITS.search(self.body) is not None:
-                raise _Inexact
-            self.exact = True  # no integer over 64 bits anywhere: every number is exact
         return _ASCII_ENCODER.encode(value)[:TEXT_MAX_CHARS]
 
 
@@ -306,19 +277,10 @@ def _dump(head: dict[str, Any], payload_json: bytes | None) -> bytes:
     return prefix[:-1] + b',"Payload":' + value + b"}"
 
 
-def _built(event: Event, build: Callable[[Event, Any, bool], bytes]) -> bytes:
-    """``build``'s row from the fast parse, or from the exact one when it is needed."""
-    payload, exact = _parse(event.body)
-    if not exact:
-        try:
-            return build(event, payload, False)
-        except _Inexact:
-            payload = json.loads(event.body)
-    return build(event, payload, True)
-
-
-def _decision(event: Event, payload: Any, exact: bool) -> bytes:
-    fields = _Fields(payload, exact, event.body)
+def decision_row(event: Event) -> bytes:
+    """The ``DECISION_COLUMNS`` row of a decision, approval or other event."""
+    # ``payload()`` reads with orjson and keeps integers over 64 bits exact (sinks._json).
+    fields = _Fields(event.payload())
     text = fields.text
     result = text(fields.pick("decision", "result", "outcome", "status", "verdict"), "value")
     payload_json, truncated = _payload_value(event)
@@ -343,8 +305,9 @@ def _decision(event: Event, payload: Any, exact: bool) -> bytes:
     return _dump(head, payload_json)
 
 
-def _rule(event: Event, payload: Any, exact: bool) -> bytes:
-    fields = _Fields(payload, exact, event.body)
+def rule_row(event: Event) -> bytes:
+    """The ``RULE_COLUMNS`` row of a rule change (ASIM audit vocabulary)."""
+    fields = _Fields(event.payload())
     text = fields.text
     verb = event.event_type.split(".", 1)[1] if "." in event.event_type else ""
     rule = fields.pick("rule")
@@ -370,16 +333,6 @@ def _rule(event: Event, payload: Any, exact: bool) -> bytes:
         "DeliveryId": event.delivery_id,
     }
     return _dump(head, payload_json)
-
-
-def decision_row(event: Event) -> bytes:
-    """The ``DECISION_COLUMNS`` row of a decision, approval or other event."""
-    return _built(event, _decision)
-
-
-def rule_row(event: Event) -> bytes:
-    """The ``RULE_COLUMNS`` row of a rule change (ASIM audit vocabulary)."""
-    return _built(event, _rule)
 
 
 def row_for(event: Event, streams: Mapping[str, str]) -> Row:
