@@ -113,7 +113,8 @@ class S3Sink:
             return
         kinds = {type(e) for e in failures.values()}
         if len(failures) == len(batch) and len(kinds) == 1:
-            # One cause for all: raise it, so an outage stays uncharged (SinkUnavailableError).
+            # One cause for all: raised as itself, so the delivery log names it (the
+            # dispatcher reads both forms alike: an all-unavailable batch is never charged).
             raise next(iter(failures.values()))
         raise PartialDeliveryError(failures)
 

@@ -94,7 +94,8 @@ class SentinelSink:
                 break
         causes = {id(e) for e in failures.values()}
         if len(failures) == len(batch) and len(causes) == 1:
-            # One cause for all (an outage, a 429): raise it as is, so it stays uncharged.
+            # One cause for all (an outage, a 429): raised as itself, so the delivery log
+            # names it (the dispatcher reads both forms alike).
             raise next(iter(failures.values()))
         raise PartialDeliveryError(failures)
 
