@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Awaitable
 
 import structlog
 
@@ -72,13 +71,9 @@ class ReadAhead:
             fill_wait=config.batch_max_wait_seconds,
             now=now,
         )
-        self.start(read, after)
-
-    def start(self, read: Awaitable[LogBatch], start: Lease) -> None:
-        """Begin ``read``, which reads the log after ``start.position``."""
         self.discard()
         self._task = asyncio.ensure_future(read)
-        self._from = start
+        self._from = after
 
     async def take(self, lease: Lease) -> LogBatch | None:
         """The batch read ahead, if it follows on from ``lease`` as it is now; else None
